@@ -1,0 +1,3 @@
+"""
+txreconnect's own tests: run them with C{trial tests}.
+"""

@@ -1,0 +1,39 @@
+"""
+The exceptions txreconnect raises.
+
+Every exception raised because of a driver error chains that error as
+C{__cause__}, so applications and logs keep the driver's own words.
+"""
+
+from twisted.enterprise.adbapi import ConnectionLost
+
+__all__ = ["ConfigurationError", "DisconnectionError", "TransactionOutcomeUnknown"]
+
+
+class DisconnectionError(ConnectionLost):
+    """
+    The database connection was lost and the call could not be completed.
+
+    Nothing the call did was committed, so it is safe to retry the whole
+    request.  The driver's original exception is chained as C{__cause__}.
+    """
+
+
+class TransactionOutcomeUnknown(DisconnectionError):
+    """
+    The connection was lost while the transaction was committing (or, in
+    autocommit mode, after a statement had already run).
+
+    The transaction may or may not have been committed.  txreconnect never
+    replays such a call; do not retry it blindly: check whether its effect
+    is present first, or make the operation idempotent.
+    """
+
+
+class ConfigurationError(ValueError):
+    """
+    A pool option, driver name or database URL is invalid.
+
+    Raised at construction time.  The message names the bad part and never
+    contains a password.
+    """

@@ -1,0 +1,29 @@
+"""
+Tools to rehearse database outages for real, in txreconnect's own tests
+and in yours: throwaway PostgreSQL and MariaDB servers that a test owns
+(restart them, kill them, end their sessions) and L{FaultProxy}, a TCP
+proxy that drops, resets, black-holes or refuses connections, or cuts one
+right after the client sends COMMIT.
+"""
+
+from txreconnect.testing._process import ServerNotAvailable, ThrowawayServer, free_port
+from txreconnect.testing.fixtures import (
+    private_server,
+    require_driver,
+    required,
+    shared_server,
+)
+from txreconnect.testing.mariadb import MariaDBServer
+from txreconnect.testing.postgres import PostgresServer
+
+__all__ = [
+    "MariaDBServer",
+    "PostgresServer",
+    "ServerNotAvailable",
+    "ThrowawayServer",
+    "free_port",
+    "private_server",
+    "require_driver",
+    "required",
+    "shared_server",
+]

@@ -1,0 +1,465 @@
+"""
+What every throwaway server shares: a temporary directory, a free loopback
+port, an unprivileged user when running as root, and a server process that
+the caller owns and can stop, kill and restart.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import weakref
+from typing import Callable, Dict, List, Mapping, Optional, Sequence, Union
+
+from twisted.logger import Logger
+
+__all__ = ["ServerNotAvailable", "ThrowawayServer", "free_port"]
+
+_log = Logger()
+
+SettingValue = Union[str, int, float, bool]
+
+
+class ServerNotAvailable(Exception):
+    """
+    The server software needed for a throwaway server is not installed.
+
+    The message says what to install.
+    """
+
+
+def free_port() -> int:
+    """
+    @return: a TCP port on 127.0.0.1 that nothing listens on right now.
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _port_accepts(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def _die_with_parent() -> None:
+    # Linux: the server gets SIGKILL if the test process dies without
+    # cleaning up, so a crashed test run never leaves a server behind.
+    # Runs in the child after setuid, which would otherwise clear it.
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        PR_SET_PDEATHSIG = 1
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):
+        pass
+
+
+class _RunAs:
+    """
+    The unprivileged account a server runs as when we are root (PostgreSQL
+    and MariaDB refuse to run as root), or nobody in particular otherwise.
+    """
+
+    def __init__(self, candidates: Sequence[str]) -> None:
+        self.name: Optional[str] = None
+        self.uid: Optional[int] = None
+        self.gid: Optional[int] = None
+        if os.geteuid() != 0 or not candidates:
+            return
+        for name in (*candidates, "nobody"):
+            try:
+                entry = pwd.getpwnam(name)
+            except KeyError:
+                continue
+            self.name, self.uid, self.gid = name, entry.pw_uid, entry.pw_gid
+            return
+        raise ServerNotAvailable(
+            "running as root, and none of the users %s exists to run the "
+            "server as" % (", ".join((*candidates, "nobody")),)
+        )
+
+    @classmethod
+    def ourselves(cls) -> "_RunAs":
+        """
+        @return: an instance that runs children as ourselves.
+        """
+        return cls(())
+
+    def chown(self, path: str) -> None:
+        """
+        Give C{path} and everything below it to this account.
+        """
+        if self.uid is None or self.gid is None:
+            return
+        for root, dirs, files in os.walk(path):
+            os.chown(root, self.uid, self.gid)
+            for name in files:
+                os.chown(os.path.join(root, name), self.uid, self.gid)
+
+    @property
+    def extra_groups(self) -> Optional[List[int]]:
+        """
+        Supplementary groups for the child: none at all when we switch
+        users, so it does not keep root's.
+        """
+        return None if self.uid is None else []
+
+
+class ThrowawayServer:
+    """
+    Base class of L{PostgresServer} and L{MariaDBServer}: a database server
+    in a temporary directory, on a free loopback port, owned by this
+    process.
+
+    Subclasses define how to initialise the data directory, the command
+    line, and how to run SQL as the administrator.
+
+    @ivar port: the TCP port on 127.0.0.1; it stays the same across
+        restarts.
+    @ivar database: the name of the database made for the tests.
+    @ivar user: the name of the (non-administrator) user made for the tests.
+    @ivar password: that user's password.
+    @ivar settings: server settings given at start; change them before
+        L{restart} to restart with other settings.
+    """
+
+    #: the product name, for messages
+    product = ""
+    #: accounts to run the server as when we are root, in order of preference
+    run_as_candidates: Sequence[str] = ()
+    #: how long start() waits for the server to accept connections
+    start_timeout = 60.0
+    #: how long stop() waits for a clean shutdown before killing
+    stop_timeout = 30.0
+    #: the signal that shuts the server down cleanly, closing its sessions
+    stop_signal = signal.SIGTERM
+
+    def __init__(
+        self,
+        settings: Optional[Mapping[str, SettingValue]] = None,
+        database: str = "txreconnect",
+        user: str = "txreconnect",
+        password: str = "s3cret-pw!",
+    ) -> None:
+        """
+        @param settings: server settings applied at every start
+            (PostgreSQL: C{-c name=value}; MariaDB: C{--name=value}).
+        @param database: name of the database to create.
+        @param user: name of the user to create; it owns the database.
+        @param password: the user's password.
+        """
+        self.settings: Dict[str, SettingValue] = dict(settings or {})
+        self.database = database
+        self.user = user
+        self.password = password
+        self.port = 0
+        self.version = ""
+        self._process: Optional[subprocess.Popen[bytes]] = None
+        self._directory: Optional[str] = None
+        self._run_as = _RunAs(self.run_as_candidates)
+        # What the finalizer cleans up, even if this object is simply
+        # dropped: the process (updated on every start) and the directory.
+        self._owned: List[Optional["subprocess.Popen[bytes]"]] = [None]
+        self._finalizer: Optional[weakref.finalize] = None
+
+    def __repr__(self) -> str:
+        state = "running" if self.running else "stopped"
+        return "<%s %s on 127.0.0.1:%d (%s)>" % (
+            type(self).__name__,
+            self.version or self.product,
+            self.port,
+            state,
+        )
+
+    # --- to be defined by subclasses ---------------------------------------
+
+    def _initialise(self, datadir: str) -> None:
+        raise NotImplementedError
+
+    def _command(self, datadir: str) -> List[str]:
+        raise NotImplementedError
+
+    def _bootstrap(self) -> None:
+        """
+        Create the database and the user, once, after the first start.
+        """
+        raise NotImplementedError
+
+    def admin_sql(self, sql: str) -> str:
+        """
+        Run C{sql} as the administrator over the server's Unix socket (so it
+        never counts as a client connection of the tests), and return what
+        it printed, one row per line, columns separated by tabs.
+
+        @raise subprocess.CalledProcessError: the SQL failed.
+        """
+        raise NotImplementedError
+
+    def terminate_sessions(self) -> int:
+        """
+        End every client session but the controller's, as an administrator
+        would (PostgreSQL C{pg_terminate_backend}; MariaDB C{KILL}).
+
+        @return: how many sessions were terminated.
+        """
+        raise NotImplementedError
+
+    def client_connections(self) -> int:
+        """
+        @return: how many client connections the server has now, not
+            counting the controller's own.
+        """
+        raise NotImplementedError
+
+    def connect_kwargs(self, driver: str, port: Optional[int] = None) -> Dict[str, object]:
+        """
+        @param driver: the DB-API module name.
+        @param port: connect to this port on 127.0.0.1 instead of the
+            server's (e.g. a L{FaultProxy} in front of it).
+        @return: keyword arguments for C{driver.connect()}.
+        """
+        raise NotImplementedError
+
+    # --- lifecycle ---------------------------------------------------------
+
+    @property
+    def directory(self) -> str:
+        """
+        The temporary directory holding the data directory and the logs.
+        """
+        if self._directory is None:
+            raise RuntimeError("%r has no directory: it was never started" % (self,))
+        return self._directory
+
+    @property
+    def datadir(self) -> str:
+        return os.path.join(self.directory, "data")
+
+    @property
+    def logfile(self) -> str:
+        return os.path.join(self.directory, "server.log")
+
+    @property
+    def running(self) -> bool:
+        """
+        Whether the server process is alive.
+        """
+        return self._process is not None and self._process.poll() is None
+
+    def start(self) -> None:
+        """
+        Start the server (initialising its data directory the first time)
+        and return once it accepts connections.
+
+        @raise ServerNotAvailable: the server software is missing.
+        @raise RuntimeError: the server did not come up; the message has
+            the end of its log.
+        """
+        if self.running:
+            return
+        first = self._directory is None
+        if first:
+            self._directory = tempfile.mkdtemp(prefix="txreconnect-%s-" % (self.product.lower(),))
+            self._finalizer = weakref.finalize(self, _destroy, self._directory, self._owned)
+            self.port = free_port()
+            os.mkdir(self.datadir, 0o700)
+            self._run_as.chown(self.directory)
+            self._initialise(self.datadir)
+        log = open(self.logfile, "ab")
+        try:
+            self._process = subprocess.Popen(
+                self._command(self.datadir),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                preexec_fn=_die_with_parent,
+                user=self._run_as.uid,
+                group=self._run_as.gid,
+                extra_groups=self._run_as.extra_groups,
+            )
+        finally:
+            log.close()
+        self._owned[0] = self._process
+        self._wait_until(self._ready, self.start_timeout, "accept connections")
+        if first:
+            self._bootstrap()
+        _log.info("{server!r} started", server=self)
+
+    def stop(self) -> None:
+        """
+        Shut the server down cleanly, ending its sessions as an
+        administrator's shutdown would, and wait until it has exited and its
+        port is free.
+        """
+        self._signal(self.stop_signal)
+
+    def kill(self) -> None:
+        """
+        Kill the server and all its processes with SIGKILL, as a crash
+        would, and wait until they are gone.
+        """
+        self._signal(signal.SIGKILL)
+
+    def restart(self) -> None:
+        """
+        L{stop} then L{start}, on the same port and data directory.
+        """
+        self.stop()
+        self.start()
+
+    def destroy(self) -> None:
+        """
+        Kill the server if it runs and remove its temporary directory.
+        Safe to call more than once, and from C{addCleanup}.
+        """
+        if self._finalizer is not None:
+            self._finalizer()
+        self._finalizer = None
+        self._process = None
+        self._owned[0] = None
+        self._directory = None
+
+    # --- helpers -------------------------------------------------------------
+
+    def _signal(self, signum: int) -> None:
+        process = self._process
+        if process is None or process.poll() is not None:
+            return
+        try:
+            if signum == signal.SIGKILL:
+                # The whole session: PostgreSQL's backends must die too, or
+                # they keep the old shared memory and block the next start.
+                os.killpg(process.pid, signum)
+            else:
+                process.send_signal(signum)
+        except ProcessLookupError:
+            pass
+        try:
+            process.wait(self.stop_timeout)
+        except subprocess.TimeoutExpired:
+            _log.warn("{server!r} ignored signal {signum}; killing it", server=self, signum=signum)
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+        _wait_for_group_exit(process.pid, self.stop_timeout)
+        self._wait_until(lambda: not _port_accepts(self.port), self.stop_timeout, "free its port")
+
+    def _ready(self) -> bool:
+        if self._process is not None and self._process.poll() is not None:
+            raise RuntimeError(
+                "%s exited with status %s while starting; its log ends with:\n%s"
+                % (self.product, self._process.returncode, self.log_tail())
+            )
+        return _port_accepts(self.port) and self._answers()
+
+    def _answers(self) -> bool:
+        try:
+            self.admin_sql("SELECT 1")
+        except subprocess.CalledProcessError:
+            return False
+        return True
+
+    def _wait_until(self, condition: Callable[[], bool], timeout: float, what: str) -> None:
+        deadline = time.monotonic() + timeout
+        while not condition():
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    "%s did not %s within %.0f s; its log ends with:\n%s"
+                    % (self.product, what, timeout, self.log_tail())
+                )
+            time.sleep(0.05)
+
+    def log_tail(self, lines: int = 20) -> str:
+        """
+        @return: the last C{lines} lines of the server's log.
+        """
+        try:
+            with open(self.logfile, "rb") as f:
+                return b"\n".join(f.read().splitlines()[-lines:]).decode("utf-8", "replace")
+        except OSError:
+            return "(no log)"
+
+    def _run(self, argv: Sequence[str], as_server_user: bool = False, input: Optional[str] = None) -> str:
+        run_as = self._run_as if as_server_user else _RunAs.ourselves()
+        result = subprocess.run(
+            list(argv),
+            input=input,
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=120,
+            user=run_as.uid,
+            group=run_as.gid,
+            extra_groups=run_as.extra_groups,
+        )
+        if result.returncode != 0:
+            raise subprocess.CalledProcessError(
+                result.returncode, argv, result.stdout, result.stderr
+            )
+        return result.stdout
+
+
+def _wait_for_group_exit(pgid: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return
+        except PermissionError:
+            return
+        time.sleep(0.02)
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def _destroy(directory: Optional[str], processes: List[Optional["subprocess.Popen[bytes]"]]) -> None:
+    for process in processes:
+        if process is not None:
+            try:
+                os.killpg(process.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+            process.wait()
+            _wait_for_group_exit(process.pid, 10)
+    if directory is not None:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def find_binary(name: str, env_var: str, search_dirs: Sequence[str], install_hint: str) -> str:
+    """
+    Find a server binary: in the directory named by C{env_var}, on C{PATH},
+    then in C{search_dirs} (newest first).
+
+    @raise ServerNotAvailable: it is nowhere; the message says what to
+        install.
+    """
+    override = os.environ.get(env_var)
+    if override:
+        candidate = os.path.join(override, name)
+        if os.access(candidate, os.X_OK):
+            return candidate
+        raise ServerNotAvailable("%s=%s has no executable %r" % (env_var, override, name))
+    found = shutil.which(name)
+    if found:
+        return os.path.realpath(found)
+    for directory in search_dirs:
+        candidate = os.path.join(directory, name)
+        if os.access(candidate, os.X_OK):
+            return candidate
+    raise ServerNotAvailable(
+        "%r was not found on PATH nor in %s. Install it (%s), or set %s to "
+        "the directory that holds it." % (name, ", ".join(search_dirs) or "-", install_hint, env_var)
+    )

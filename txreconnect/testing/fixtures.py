@@ -1,0 +1,142 @@
+"""
+Fixtures for trial tests: throwaway servers shared across a test run, and
+drivers or servers that are required in CI but may be missing elsewhere.
+
+In CI (the environment variable C{CI} is C{true}, or
+C{TXRECONNECT_REQUIRE_ALL} is C{1}) a missing server or driver fails the
+test.  Elsewhere the test is skipped with a message that says exactly what
+to install.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+from types import ModuleType
+from typing import Dict, Tuple, Type, TypeVar
+
+from twisted.trial.unittest import SkipTest, SynchronousTestCase
+
+from txreconnect.testing._process import ServerNotAvailable, ThrowawayServer, SettingValue
+
+__all__ = ["destroy_shared", "private_server", "require_driver", "required", "shared_server"]
+
+_S = TypeVar("_S", bound=ThrowawayServer)
+
+#: pip extras that provide each driver module
+_DRIVER_PACKAGES = {
+    "psycopg2": "psycopg2-binary (pip install 'txreconnect[postgres]')",
+    "psycopg": "psycopg 3 (pip install 'txreconnect[psycopg]')",
+    "pymysql": "PyMySQL (pip install 'txreconnect[mysql]')",
+    "MySQLdb": "mysqlclient (apt-get install libmariadb-dev pkg-config; pip install 'txreconnect[mysqlclient]')",
+    "twistar": "twistar (pip install 'txreconnect[twistar]')",
+}
+
+_shared: Dict[Tuple[type, Tuple[Tuple[str, str], ...]], ThrowawayServer] = {}
+
+
+def required() -> bool:
+    """
+    @return: whether a missing server or driver must fail (in CI) rather
+        than skip.
+    """
+    return os.environ.get("CI", "").lower() == "true" or os.environ.get(
+        "TXRECONNECT_REQUIRE_ALL"
+    ) == "1"
+
+
+def _unavailable(message: str) -> Exception:
+    if required():
+        return RuntimeError(message + " (CI requires it: this is a failure, not a skip)")
+    return SkipTest(message + " (outside CI this test is skipped)")
+
+
+def require_driver(name: str) -> ModuleType:
+    """
+    Import the DB-API module C{name} for a test.
+
+    @return: the module.
+    @raise SkipTest: it is not installed and we are not in CI; the message
+        says what to install.
+    @raise RuntimeError: it is not installed and we are in CI.
+    """
+    try:
+        return importlib.import_module(name)
+    except ImportError as e:
+        raise _unavailable(
+            "driver %r is not importable (%s); install %s"
+            % (name, e, _DRIVER_PACKAGES.get(name, name))
+        )
+
+
+def _start(server: _S) -> _S:
+    try:
+        server.start()
+    except ServerNotAvailable as e:
+        server.destroy()
+        raise _unavailable(str(e))
+    except BaseException:
+        server.destroy()
+        raise
+    return server
+
+
+def shared_server(
+    testcase: SynchronousTestCase,
+    server_class: Type[_S],
+    **settings: SettingValue,
+) -> _S:
+    """
+    A running server of C{server_class} with C{settings}, started once per
+    test process and shared by every test that asks for the same kind.
+
+    The test may stop, kill or restart it: a cleanup makes sure it runs
+    again (and that no test's sessions linger) before the next test.  It is
+    destroyed when the process exits.
+
+    @raise SkipTest: the server is not installed and we are not in CI.
+    @raise RuntimeError: it is not installed and we are in CI.
+    """
+    key = (server_class, tuple(sorted((k, str(v)) for k, v in settings.items())))
+    server = _shared.get(key)
+    if server is None:
+        server = _start(server_class(settings=settings))
+        _shared[key] = server
+        # Name what really runs in the test output.
+        sys.stderr.write("txreconnect.testing: started %r\n" % (server,))
+    elif not server.running:
+        server.start()
+    testcase.addCleanup(_reset, server)
+    return server  # type: ignore[return-value]
+
+
+def _reset(server: ThrowawayServer) -> None:
+    server.start()
+    server.terminate_sessions()
+
+
+def private_server(
+    testcase: SynchronousTestCase,
+    server_class: Type[_S],
+    **settings: SettingValue,
+) -> _S:
+    """
+    A running server of C{server_class} for this test alone, destroyed by
+    the test's cleanup even when it fails.
+
+    @raise SkipTest: the server is not installed and we are not in CI.
+    @raise RuntimeError: it is not installed and we are in CI.
+    """
+    server = server_class(settings=settings)
+    testcase.addCleanup(server.destroy)
+    return _start(server)
+
+
+def destroy_shared() -> None:
+    """
+    Destroy every shared server now (they are also destroyed at exit).
+    """
+    while _shared:
+        _shared.popitem()[1].destroy()
+
