@@ -14,6 +14,7 @@ import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 import weakref
 from typing import Callable, Dict, List, Mapping, Optional, Sequence, Union
@@ -55,13 +56,19 @@ def _port_accepts(port: int) -> bool:
 def _die_with_parent() -> None:
     # Linux: the server gets SIGKILL if the test process dies without
     # cleaning up, so a crashed test run never leaves a server behind.
-    # Runs in the child after setuid, which would otherwise clear it.
+    # Runs in the child after setuid, which would otherwise clear it.  The
+    # signal really comes when the *thread* that started the child ends,
+    # so it is only asked for when the main thread starts the server.
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         PR_SET_PDEATHSIG = 1
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     except (OSError, AttributeError):
         pass
+
+
+def _in_main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()
 
 
 class _RunAs:
@@ -283,7 +290,7 @@ class ThrowawayServer:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
-                preexec_fn=_die_with_parent,
+                preexec_fn=_die_with_parent if _in_main_thread() else None,
                 user=self._run_as.uid,
                 group=self._run_as.gid,
                 extra_groups=self._run_as.extra_groups,
