@@ -1,0 +1,272 @@
+"""
+What the pool needs to know about one DB-API driver.
+
+Each driver module in this package defines one L{Driver} subclass that
+holds I{all} driver-specific knowledge: how a lost connection shows up,
+how to ping, whether a connection is in autocommit mode, and the connect
+keyword defaults that keep a half-open socket from hanging forever.  The
+pool never branches on the driver's name.
+
+L{Driver} itself holds the generic DB-API 2.0 rules, used as is for
+drivers txreconnect does not know.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Dict, Optional, Tuple, Type
+
+# Fragments of the messages drivers use when the connection is gone,
+# compared in lower case.  The wording comes from the drivers this package
+# knows (libpq's fe-misc.c and fe-secure*.c, psycopg2's connection.h,
+# PyMySQL's connections.py, mysqlclient's _mysql.c, the MySQL client error
+# reference) and from SQLAlchemy's dialects' is_disconnect(); the errno
+# texts ("connection reset", "broken pipe") are the C library's strerror().
+_GENERIC_FRAGMENTS: Tuple[str, ...] = (
+    "connection already closed",
+    "connection is closed",
+    "connection was closed",
+    "connection not open",
+    "closed the connection",
+    "terminating connection",
+    "server has gone away",
+    "lost connection",
+    "connection lost",
+    "connection was killed",
+    "connection reset",
+    "broken pipe",
+    "could not receive data from server",
+    "could not send data to server",
+)
+
+# Characters that open quoted user data in a message (a value, an
+# identifier): a fragment found after one of them may be the user's data.
+_QUOTES = frozenset("\"'")
+
+
+def _message(exc: BaseException) -> str:
+    """
+    Extract the human-readable message of a driver exception.
+
+    MySQL drivers raise C{(code, message)}, libpq drivers C{(message,)}:
+    the first string argument is the message.
+
+    @param exc: any exception.
+    @return: its message, or C{str(exc)} if no argument is a string.
+    """
+    for arg in exc.args:
+        if isinstance(arg, str):
+            return arg
+    return str(exc)
+
+
+def _mentions(message: str, fragments: Tuple[str, ...]) -> bool:
+    """
+    Tell whether the first line of C{message} contains one of C{fragments}
+    outside quoted user data.
+
+    Only the first line counts (PostgreSQL puts key values in a DETAIL
+    line), and a fragment counts only if no quote precedes it: this is the
+    rule of SQLAlchemy's psycopg2 dialect (C{is_disconnect} in
+    C{sqlalchemy/dialects/postgresql/psycopg2.py}), which keeps a duplicate
+    key C{'server closed the connection unexpectedly'} from looking like a
+    lost connection.
+
+    @param message: an exception message.
+    @param fragments: lower-case fragments.
+    @return: L{True} if a fragment occurs before any quote.
+    """
+    line = message.partition("\n")[0].lower()
+    for fragment in fragments:
+        index = line.find(fragment)
+        if index >= 0 and not _QUOTES.intersection(line[:index]):
+            return True
+    return False
+
+
+class Driver:
+    """
+    Generic DB-API 2.0 knowledge, used as is for drivers txreconnect does
+    not know, and as the base of every known driver.
+
+    @cvar name: the driver module's C{__name__} this class describes.
+    @cvar error_classes: names of the module's exception classes that may
+        report a lost connection at all.  Generic: C{InterfaceError} and
+        C{OperationalError} (PEP 249: the errors of the interface and of
+        the database's operation, such as an unexpected disconnect); known
+        drivers: C{Error}, since any error on a connection whose own flag
+        says it is closed means it is lost.
+    @cvar message_fragments: lower-case fragments of the messages that
+        mean the connection is gone (see L{_mentions} for where they may
+        occur).
+    @cvar exact_message_classes: names of the module's base exception
+        classes whose direct instances (not subclasses) also carry
+        client-side messages, besides C{InterfaceError} and
+        C{OperationalError}.
+    """
+
+    name: ClassVar[str] = ""
+    error_classes: ClassVar[Tuple[str, ...]] = ("InterfaceError", "OperationalError")
+    message_fragments: ClassVar[Tuple[str, ...]] = _GENERIC_FRAGMENTS
+    exact_message_classes: ClassVar[Tuple[str, ...]] = ()
+
+    def __init__(self, module: Any) -> None:
+        """
+        @param module: the imported DB-API module (C{pool.dbapi}).
+        """
+        self.module = module
+
+    def is_disconnect(self, exc: BaseException, connection: Optional[Any]) -> bool:
+        """
+        Tell whether C{exc}, raised while using C{connection}, means the
+        connection is lost (as opposed to an error in the SQL or the data).
+
+        C{exc} must be an instance of one of L{error_classes}.  Then, in
+        order: the connection's own flag (L{_connection_gone}); the error's
+        code, if it carries one (L{_code_says}), since the server's text
+        may quote user data; the message (L{_says_disconnect}).
+
+        @param exc: the exception raised by the driver (or user code).
+        @param connection: the raw DB-API connection in use, or L{None}.
+        @return: L{True} if the connection must be discarded.
+        """
+        if not isinstance(exc, self._errors(*self.error_classes)):
+            return False
+        if self._connection_gone(connection):
+            return True
+        verdict = self._code_says(exc)
+        if verdict is not None:
+            return verdict
+        return self._says_disconnect(exc)
+
+    def ping(self, connection: Any) -> None:
+        """
+        Check that C{connection} is alive with one round trip, never
+        reconnecting behind the pool's back.
+
+        Generic: C{SELECT 1} on a new cursor, fetch, close the cursor.
+
+        @param connection: a raw DB-API connection.
+        @raise Exception: the driver's error if the connection is dead.
+        """
+        cursor = connection.cursor()
+        try:
+            cursor.execute("SELECT 1")
+            cursor.fetchall()
+        finally:
+            try:
+                cursor.close()
+            except Exception:
+                # The error that matters, if any, is the one from execute.
+                pass
+
+    def is_autocommit(self, connection: Any) -> bool:
+        """
+        Tell whether each statement on C{connection} commits on its own.
+
+        Generic: the connection's C{autocommit} attribute (called if it is
+        a method), L{False} if there is none (PEP 249: transactions are
+        the default).
+
+        @param connection: a raw DB-API connection, possibly dead.
+        @return: whether each statement commits on its own; L{True} when
+            it cannot be told, so that a statement whose reply was lost is
+            never taken as safely rolled back.
+        """
+        try:
+            value = getattr(connection, "autocommit", False)
+            if callable(value):
+                value = value()
+            return bool(value)
+        except Exception:
+            return True
+
+    def connect_defaults(self, connkw: Dict[str, Any]) -> Dict[str, Any]:
+        """
+        @param connkw: the keyword arguments the user gave for C{connect()}.
+        @return: keyword arguments to add for C{connect()}, never overriding
+            one the user gave.  Generic: none, since keyword arguments are
+            driver-specific.
+        """
+        return {}
+
+    def prepare(self, connection: Any) -> None:
+        """
+        Set up a freshly opened connection (e.g. turn off the driver's own
+        auto-reconnect, which would silently lose a transaction).
+
+        Generic: nothing.
+
+        @param connection: a raw DB-API connection, just opened.
+        """
+
+    def close(self, connection: Any) -> None:
+        """
+        Close C{connection}, never raising: a dead connection is simply
+        dropped.
+
+        @param connection: a raw DB-API connection, possibly dead or
+            already closed.
+        """
+        try:
+            connection.close()
+        except Exception:
+            pass
+
+    def _errors(self, *names: str) -> Tuple[Type[BaseException], ...]:
+        """
+        Look up exception classes of the driver module.
+
+        @param names: names of PEP 249 exception classes.
+        @return: those the module defines (an unknown driver may lack some).
+        """
+        found = (getattr(self.module, name, None) for name in names)
+        return tuple(
+            cls
+            for cls in found
+            if isinstance(cls, type) and issubclass(cls, BaseException)
+        )
+
+    def _connection_gone(self, connection: Optional[Any]) -> bool:
+        """
+        Tell whether the connection's own flag says it is closed.
+
+        Generic: a truthy C{closed} attribute (ignored when it is a method,
+        whose meaning is unknown).
+
+        @param connection: a raw DB-API connection, or L{None}.
+        @return: L{True} if the connection says it is closed.
+        """
+        closed = getattr(connection, "closed", False)
+        return bool(closed) and not callable(closed)
+
+    def _code_says(self, exc: BaseException) -> Optional[bool]:
+        """
+        Judge C{exc} by the error code it carries (SQLSTATE, error number).
+
+        Generic: DB-API has no standard error code, so L{None}.
+
+        @param exc: a driver exception.
+        @return: whether its code means a lost connection, or L{None} if it
+            carries no code, so that its message decides.
+        """
+        return None
+
+    def _says_disconnect(self, exc: BaseException) -> bool:
+        """
+        Tell whether the message of C{exc} says the connection is gone.
+
+        Only C{InterfaceError}, C{OperationalError} and the classes named
+        by L{exact_message_classes} count: the others (C{IntegrityError},
+        C{ProgrammingError}, C{DataError}, ...) carry the server's text,
+        which may quote user data.
+
+        @param exc: a driver exception.
+        @return: L{True} if its class may carry client-side messages and
+            its message mentions one of L{message_fragments}.
+        """
+        if not (
+            isinstance(exc, self._errors("InterfaceError", "OperationalError"))
+            or type(exc) in self._errors(*self.exact_message_classes)
+        ):
+            return False
+        return _mentions(_message(exc), self.message_fragments)

@@ -1,0 +1,218 @@
+"""
+Rules shared by the drivers built on libpq, PostgreSQL's client library:
+psycopg2 and psycopg (3).
+
+Nothing here imports a driver: the driver module is given to the
+L{Driver} at construction.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, ClassVar, Dict, FrozenSet, Optional, Tuple
+
+from txreconnect.drivers._base import Driver
+
+# SQLSTATEs that end the session, from PostgreSQL's "Appendix A. PostgreSQL
+# Error Codes" (https://www.postgresql.org/docs/current/errcodes-appendix.html).
+# Class 08 "Connection Exception" counts as a whole (see is_disconnect_sqlstate);
+# its codes are listed so that an exception class can be mapped back to one.
+CONNECTION_EXCEPTION_SQLSTATES: Tuple[str, ...] = (
+    "08000",  # connection_exception
+    "08001",  # sqlclient_unable_to_establish_sqlconnection
+    "08003",  # connection_does_not_exist
+    "08004",  # sqlserver_rejected_establishment_of_sqlconnection
+    "08006",  # connection_failure
+    "08007",  # transaction_resolution_unknown
+    "08P01",  # protocol_violation
+)
+SESSION_ENDING_SQLSTATES: FrozenSet[str] = frozenset(
+    {
+        "57P01",  # admin_shutdown: pg_terminate_backend(), smart/fast shutdown
+        "57P02",  # crash_shutdown: another backend crashed
+        "57P03",  # cannot_connect_now: the server is starting or stopping
+        # The server's FATAL for idle_session_timeout (PostgreSQL 14+) and
+        # idle_in_transaction_session_timeout (postgres.c, ProcessInterrupts);
+        # psycopg 3 reports them as such (seen by experiment).
+        "57P05",  # idle_session_timeout
+        "25P03",  # idle_in_transaction_session_timeout
+    }
+)
+
+# Messages raised without a SQLSTATE, i.e. written by the client, compared
+# in lower case, first line only and outside quotes (see _base._mentions).
+LIBPQ_FRAGMENTS: Tuple[str, ...] = (
+    # libpq, fe-misc.c and fe-protocol3.c; the same list as SQLAlchemy's
+    # psycopg2 dialect (is_disconnect in dialects/postgresql/psycopg2.py).
+    "terminating connection",
+    "closed the connection",  # "server closed the connection unexpectedly"
+    "connection not open",
+    "could not receive data from server",
+    "could not send data to server",
+    "no connection to the server",
+    # libpq, fe-secure-openssl.c (also listed by SQLAlchemy).
+    "connection has been closed unexpectedly",
+    "ssl connection has been closed unexpectedly",
+    "ssl syscall error: bad file descriptor",
+    "ssl syscall error: eof detected",
+    "ssl syscall error: operation timed out",
+    "ssl error: decryption failed or bad record mac",
+    # libpq, fe-connect.c: the server cannot be reached (now), the same
+    # condition seen from a reconnect attempt.
+    "could not connect to server",
+    "connection to server at",
+    "connection to server on socket",
+    "timeout expired",
+    # psycopg2, connection.h (EXC_IF_CONN_CLOSED).  Its "cursor already
+    # closed" (cursor.h, EXC_IF_CURS_CLOSED) is left out on purpose: on a
+    # closed connection the connection's flag already says so, and on an
+    # open one it means the application closed the cursor.
+    "connection already closed",
+    # psycopg 3: _connection_base.py ("the connection is closed"),
+    # pq/pq_ctypes.py ("the connection is lost"), generators.py
+    # ("connection is bad: ...").
+    "the connection is closed",
+    "the connection is lost",
+    "connection is bad",
+)
+
+# libpq's PQTRANS_IDLE: connected, outside a transaction block.
+_PQTRANS_IDLE = 0
+
+# Half-open socket defaults: libpq connection parameters, documented in
+# "Parameter Key Words" (https://www.postgresql.org/docs/current/libpq-connect.html).
+# Keepalives detect a peer that vanished while the connection is idle;
+# connect_timeout bounds a connection attempt to a black hole.
+_KEEPALIVE_DEFAULTS: Dict[str, Any] = {
+    "keepalives": 1,
+    "keepalives_idle": 30,
+    "keepalives_interval": 10,
+    "keepalives_count": 3,
+    "connect_timeout": 10,
+}
+
+# connect()'s connection string argument: psycopg2's dsn, psycopg 3's
+# conninfo.
+_DSN_KEYWORDS: Tuple[str, ...] = ("dsn", "conninfo")
+
+# The environment variable libpq reads for connect_timeout (same page,
+# "Environment Variables"): a user who set it has chosen a value.
+_ENVIRONMENT_DEFAULTS: Dict[str, str] = {"connect_timeout": "PGCONNECT_TIMEOUT"}
+
+
+def is_disconnect_sqlstate(sqlstate: str) -> bool:
+    """
+    @param sqlstate: a five-character PostgreSQL SQLSTATE.
+    @return: whether the server reports the session as gone or unusable.
+    """
+    return sqlstate.startswith("08") or sqlstate in SESSION_ENDING_SQLSTATES
+
+
+class LibpqDriver(Driver):
+    """
+    What psycopg2 and psycopg 3 share: SQLSTATEs, libpq's messages, a
+    ping that leaves no transaction open, and libpq's keepalive and
+    connect-timeout parameters.
+
+    Any driver error on a connection whose own flag says it is closed is a
+    disconnect (as in SQLAlchemy's psycopg2 and psycopg dialects); else
+    its SQLSTATE decides; else its message, for C{InterfaceError},
+    C{OperationalError} and plain C{DatabaseError} only (C{IntegrityError},
+    C{ProgrammingError}, C{DataError} and the like never count by their
+    message).
+    """
+
+    error_classes: ClassVar[Tuple[str, ...]] = ("Error",)
+    message_fragments: ClassVar[Tuple[str, ...]] = LIBPQ_FRAGMENTS
+    # psycopg2 raises an error without SQLSTATE, such as "SSL SYSCALL error:
+    # EOF detected", as a plain DatabaseError (pq_raise() in pqpath.c: "reported
+    # happening e.g. when the connection is closed").
+    exact_message_classes: ClassVar[Tuple[str, ...]] = ("DatabaseError",)
+
+    def _code_says(self, exc: BaseException) -> Optional[bool]:
+        """
+        An error with a SQLSTATE (sent by the server) is a disconnect only
+        for class 08 and L{SESSION_ENDING_SQLSTATES}; its text never
+        counts, since it may quote user data.
+
+        @param exc: a driver exception.
+        @return: the verdict of its SQLSTATE, or L{None} if it has none
+            (then its message decides: libpq's and the driver's own).
+        """
+        sqlstate = self._sqlstate(exc)
+        if not sqlstate:
+            return None
+        return is_disconnect_sqlstate(sqlstate)
+
+    def ping(self, connection: Any) -> None:
+        """
+        Run C{SELECT 1}, then roll back the transaction it opened, if any,
+        so that the pinged connection is left as found (not "idle in
+        transaction" with an old snapshot).
+
+        @param connection: a raw connection, not in use.
+        @raise Exception: the driver's error if the connection is dead.
+        """
+        opens_transaction = (
+            not self.is_autocommit(connection)
+            and self._transaction_status(connection) == _PQTRANS_IDLE
+        )
+        super().ping(connection)
+        if opens_transaction:
+            connection.rollback()
+
+    def connect_defaults(self, connkw: Dict[str, Any]) -> Dict[str, Any]:
+        """
+        Add TCP keepalives (idle 30 s, then every 10 s, dead after 3
+        unanswered probes) and a 10 s connect timeout.
+
+        A parameter is left out when the user gave it as a keyword, in the
+        connection string (C{dsn} for psycopg2, C{conninfo} for psycopg 3;
+        a positional one is expected under C{dsn}) or, for
+        C{connect_timeout}, in libpq's C{PGCONNECT_TIMEOUT}.  If the
+        connection string cannot be parsed nothing is added: C{connect()}
+        will report it.
+
+        @param connkw: the keyword arguments the user gave for C{connect()}.
+        @return: the parameters to add.
+        """
+        given = set(connkw)
+        for keyword in _DSN_KEYWORDS:
+            dsn = connkw.get(keyword)
+            if dsn:
+                try:
+                    given.update(self._parse_dsn(dsn))
+                except Exception:
+                    return {}
+        given.update(
+            key
+            for key, variable in _ENVIRONMENT_DEFAULTS.items()
+            if os.environ.get(variable)
+        )
+        return {
+            key: value
+            for key, value in _KEEPALIVE_DEFAULTS.items()
+            if key not in given
+        }
+
+    def _sqlstate(self, exc: BaseException) -> Optional[str]:
+        """
+        @param exc: an exception of the driver.
+        @return: the SQLSTATE it carries, if any.
+        """
+        raise NotImplementedError
+
+    def _transaction_status(self, connection: Any) -> int:
+        """
+        @param connection: a raw connection.
+        @return: libpq's C{PQtransactionStatus} of C{connection}.
+        """
+        raise NotImplementedError
+
+    def _parse_dsn(self, dsn: str) -> Dict[str, Any]:
+        """
+        @param dsn: a libpq connection string (C{key=value} or URI).
+        @return: its parameters.
+        @raise Exception: if C{dsn} cannot be parsed.
+        """
+        raise NotImplementedError

@@ -1,0 +1,56 @@
+"""
+PyMySQL (C{import pymysql}).
+
+The pymysql module is never imported here: the pool gives it to
+L{PyMySQLDriver} at construction, so txreconnect imports without it.  A
+program that ran C{pymysql.install_as_MySQLdb()} still gets these rules:
+the registry goes by the module's C{__name__}, which stays C{"pymysql"}.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Optional, Tuple
+
+from txreconnect.drivers._mysql_protocol import MySQLProtocolDriver
+
+
+class PyMySQLDriver(MySQLProtocolDriver):
+    """
+    PyMySQL's rules.
+
+    A lost connection shows up as C{OperationalError(2013, 'Lost connection
+    to MySQL server during query')} or C{OperationalError(2006, 'MySQL
+    server has gone away (...)')}, after which the connection is no longer
+    C{open}; every later query raises C{InterfaceError(0, '')}, and
+    C{ping()} or C{close()} raise C{Error('Already closed')} (all seen by
+    experiment with PyMySQL 1.2).
+    """
+
+    name: ClassVar[str] = "pymysql"
+    # PyMySQL's own messages, raised as the base Error class
+    # (connections.py: close() and ping()), and the message of
+    # ER_CONNECTION_KILLED: the same list as SQLAlchemy's PyMySQL dialect
+    # (is_disconnect in dialects/mysql/pymysql.py).
+    message_fragments: ClassVar[Tuple[str, ...]] = (
+        "already closed",
+        "connection was killed",
+    )
+    exact_message_classes: ClassVar[Tuple[str, ...]] = ("Error",)
+
+    def _connection_gone(self, connection: Optional[Any]) -> bool:
+        """
+        @param connection: a PyMySQL connection, or L{None}.
+        @return: whether its C{open} property is false: PyMySQL drops its
+            socket on every read or write error (C{_force_close()}).
+        """
+        return connection is not None and getattr(connection, "open", True) is False
+
+    def ping(self, connection: Any) -> None:
+        """
+        Send COM_PING with C{reconnect=False}: PyMySQL before 1.0 defaulted
+        to C{reconnect=True}, which would silently open a new session.
+
+        @param connection: a PyMySQL connection.
+        @raise pymysql.err.Error: if the connection is dead.
+        """
+        connection.ping(reconnect=False)
