@@ -1,8 +1,9 @@
 """
 The C{txreconnect} command.
 
-C{txreconnect smoke [postgres|mariadb]} starts a throwaway server, connects
-a pool to it, runs a few interactions across a server restart, and says
+C{txreconnect smoke [postgres|mariadb]} starts a throwaway server, then
+connects stock C{adbapi.ConnectionPool} and L{ReconnectingConnectionPool}
+to it in turn, runs a few interactions across a server restart, and says
 what happened at each step.
 """
 
@@ -10,11 +11,19 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, TextIO, Tuple
 
 from twisted.enterprise import adbapi
 from twisted.internet import defer, task, threads
+from twisted.logger import (
+    FilteringLogObserver,
+    LogLevel,
+    LogLevelFilterPredicate,
+    globalLogBeginner,
+    textFileLogObserver,
+)
 
+from txreconnect.pool import ReconnectingConnectionPool
 from txreconnect.testing import MariaDBServer, PostgresServer, ThrowawayServer
 
 _SERVERS: Dict[str, Tuple[Callable[[], ThrowawayServer], str]] = {
@@ -28,8 +37,36 @@ def _say(line: str) -> None:
     sys.stdout.flush()
 
 
-def _pool_class() -> Callable[..., adbapi.ConnectionPool]:
-    return adbapi.ConnectionPool
+@defer.inlineCallbacks
+def _across_restart(server: ThrowawayServer, driver: str, pool_class: Callable[..., adbapi.ConnectionPool]) -> Any:
+    name = "%s.%s" % (pool_class.__module__, pool_class.__name__)
+    pool = pool_class(driver, cp_min=1, cp_max=2, **server.connect_kwargs(driver))
+    _say("\n%s(%r, cp_max=2):" % (name, driver))
+    try:
+        yield pool.runOperation("DROP TABLE IF EXISTS smoke")
+        yield pool.runOperation("CREATE TABLE smoke (id INTEGER PRIMARY KEY, note VARCHAR(40))")
+        yield pool.runOperation("INSERT INTO smoke VALUES (1, 'before restart')")
+        rows = yield pool.runQuery("SELECT id, note FROM smoke")
+        _say("  runQuery -> %r" % (list(map(tuple, rows)),))
+        yield threads.deferToThread(server.restart)
+        _say("  restarted the server: every pooled connection is now dead")
+        for attempt in (1, 2, 3):
+            try:
+                rows = yield pool.runQuery("SELECT count(*) FROM smoke")
+            except Exception as e:
+                _say("  runQuery after restart #%d -> %s" % (attempt, _first_line(e)))
+            else:
+                _say("  runQuery after restart #%d -> %r" % (attempt, list(map(tuple, rows))))
+    finally:
+        pool.close()
+    stats = getattr(pool, "stats", None)
+    if stats is not None:
+        _say("  stats: %s" % (", ".join("%s=%g" % kv for kv in sorted(stats().items()) if kv[1]),))
+
+
+def _first_line(error: BaseException) -> str:
+    lines = str(error).strip().splitlines()
+    return "%s: %s" % (type(error).__name__, lines[0] if lines else "")
 
 
 @defer.inlineCallbacks
@@ -39,29 +76,11 @@ def _smoke(reactor: Any, which: str) -> Any:
     try:
         yield threads.deferToThread(server.start)
         _say("started %r" % (server,))
-        pool_class = _pool_class()
-        pool = pool_class(driver, cp_min=1, cp_max=2, **server.connect_kwargs(driver))
-        _say("opened %s.%s(%r, cp_max=2)" % (pool_class.__module__, pool_class.__name__, driver))
-        try:
-            yield pool.runOperation("CREATE TABLE smoke (id INTEGER PRIMARY KEY, note VARCHAR(40))")
-            yield pool.runOperation("INSERT INTO smoke VALUES (1, 'before restart')")
-            rows = yield pool.runQuery("SELECT id, note FROM smoke")
-            _say("runQuery -> %r" % (list(map(tuple, rows)),))
-            yield threads.deferToThread(server.restart)
-            _say("restarted the server: every pooled connection is now dead")
-            for attempt in (1, 2):
-                try:
-                    rows = yield pool.runQuery("SELECT count(*) FROM smoke")
-                except Exception as e:
-                    _say("runQuery after restart #%d -> %s: %s" % (attempt, type(e).__name__, str(e).strip().splitlines()[0]))
-                else:
-                    _say("runQuery after restart #%d -> %r" % (attempt, list(map(tuple, rows))))
-        finally:
-            pool.close()
-            _say("closed the pool")
+        yield _across_restart(server, driver, adbapi.ConnectionPool)
+        yield _across_restart(server, driver, ReconnectingConnectionPool)
     finally:
         server.destroy()
-        _say("destroyed the server (no process or directory left)")
+        _say("\ndestroyed the server (no process or directory left)")
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
@@ -76,7 +95,16 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     smoke = commands.add_parser("smoke", help="run a pool against a throwaway server, across a restart")
     smoke.add_argument("server", nargs="?", choices=sorted(_SERVERS), default="postgres")
     args = parser.parse_args(argv)
+    _log_warnings_to(sys.stderr)
     task.react(_smoke, (args.server,))
+
+
+def _log_warnings_to(stream: TextIO) -> None:
+    predicate = LogLevelFilterPredicate(defaultLogLevel=LogLevel.warn)
+    globalLogBeginner.beginLoggingTo(
+        [FilteringLogObserver(textFileLogObserver(stream), [predicate])],
+        redirectStandardIO=False,
+    )
 
 
 __all__: List[str] = []
