@@ -15,8 +15,10 @@ from txreconnect.testing.fixtures import (
 )
 from txreconnect.testing.mariadb import MariaDBServer
 from txreconnect.testing.postgres import PostgresServer
+from txreconnect.testing.proxy import FaultProxy
 
 __all__ = [
+    "FaultProxy",
     "MariaDBServer",
     "PostgresServer",
     "ServerNotAvailable",

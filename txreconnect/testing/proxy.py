@@ -1,0 +1,956 @@
+"""
+L{FaultProxy}: a TCP proxy that sits between a database client and a
+server, all on 127.0.0.1 and in your reactor, and on command makes the
+network fail the way real networks do.
+
+Faults
+======
+  - L{FaultProxy.drop}: close both sides of every connection (FIN).
+  - L{FaultProxy.reset}: abort every connection (RST).
+  - L{FaultProxy.blackhole} / L{FaultProxy.heal}: stop forwarding in both
+    directions while the sockets stay open, as when a route or a firewall
+    silently loses packets; then mend the path.
+  - L{FaultProxy.refuse}: for a while, close new connections as soon as
+    they are accepted.
+  - L{FaultProxy.cut_after_commit}: let the next COMMIT through, withhold
+    the server's reply, and close the connection: the transaction is
+    committed but the client cannot know it.
+
+Use in your own trial tests
+===========================
+Point your pool at the proxy rather than at the server, and stop the proxy
+in a cleanup::
+
+    from twisted.internet import defer
+    from twisted.trial import unittest
+    from txreconnect import ReconnectingConnectionPool
+    from txreconnect.testing import FaultProxy, PostgresServer, shared_server
+
+    class OutageTests(unittest.TestCase):
+        def setUp(self):
+            self.server = shared_server(self, PostgresServer)
+            self.proxy = FaultProxy(self.server.port, protocol="postgresql")
+            self.proxy.start()
+            self.addCleanup(self.proxy.stop)
+            kwargs = self.server.connect_kwargs("psycopg2", port=self.proxy.port)
+            self.pool = ReconnectingConnectionPool("psycopg2", **kwargs)
+            self.pool.start()
+            self.addCleanup(self.pool.close)
+
+        @defer.inlineCallbacks
+        def test_survivesAReset(self):
+            yield self.pool.runQuery("SELECT 1")
+            yield self.proxy.reset()
+            rows = yield self.pool.runQuery("SELECT 1")
+            self.assertEqual(rows, [(1,)])
+
+Cleanups run last-added first, so in this C{setUp} the pool closes before
+the proxy stops.  A client that blocks (every DB-API driver) must run in a
+thread, as adbapi does, since the proxy needs the reactor thread.
+
+How the protocols are read
+==========================
+The proxy forwards every byte at once.  To find a COMMIT it frames the
+client's messages as they pass, without holding any back:
+
+  - PostgreSQL: after the untyped startup packets (StartupMessage, and the
+    SSLRequest / GSSENCRequest that libpq sends first, answered C{N} by a
+    server without encryption), each message is a type byte and an int32
+    length.  A COMMIT is a simple Query (C{Q}) whose text is a COMMIT, or a
+    Parse (C{P}) of a COMMIT, cut after the next Sync (C{S}).
+  - MySQL / MariaDB: each packet is a 3-byte little-endian length and a
+    sequence id.  Every command starts a new sequence (id 0), so a COMMIT
+    is a packet with id 0 holding COM_QUERY (C{0x03}) and a COMMIT text.
+  - A statement is a COMMIT when it is C{COMMIT}, optionally followed by
+    C{WORK} or C{TRANSACTION}, C{AND [NO] CHAIN} and C{[NO] RELEASE}, in any
+    case, with whitespace, comments and one semicolon around it.  Several
+    statements in one query are not recognised.
+  - When the session is encrypted (the server accepted TLS or GSS) or
+    compressed, the proxy cannot read it: it forwards it and never cuts it.
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+import struct
+from typing import Any, Callable, List, Optional, Set, Union
+
+from twisted.internet import defer, protocol
+from twisted.internet.interfaces import IAddress, IConnector, IPushProducer
+from twisted.logger import Logger
+from twisted.protocols.portforward import (
+    ProxyClient,
+    ProxyClientFactory,
+    ProxyFactory,
+    ProxyServer,
+)
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+__all__ = [
+    "FaultProxy",
+    "MySQLCommitDetector",
+    "PostgresCommitDetector",
+    "ProtocolDetector",
+    "is_commit",
+]
+
+_log = Logger()
+
+#: the wire protocols a L{FaultProxy} understands
+PROTOCOLS = ("postgresql", "mysql")
+
+_GAP = rb"(?:\s+|--[^\n]*(?:\n|\Z)|\#[^\n]*(?:\n|\Z)|/\*.*?\*/)*"
+_COMMIT = re.compile(
+    rb"\A" + _GAP + rb"COMMIT"
+    rb"(?:\s+(?:WORK|TRANSACTION))?"
+    rb"(?:\s+AND\s+(?:NO\s+)?CHAIN)?"
+    rb"(?:\s+(?:NO\s+)?RELEASE)?"
+    + _GAP + rb";?" + _GAP + rb"\Z",
+    re.IGNORECASE | re.DOTALL,
+)
+
+#: the longest statement text examined: a longer query is not a COMMIT
+_CAPTURE = 4096
+
+
+def is_commit(sql: bytes) -> bool:
+    """
+    Whether C{sql} is one COMMIT statement.
+
+    @param sql: the statement text, in an ASCII-compatible encoding.
+    @return: C{True} for C{COMMIT}, optionally followed by C{WORK} or
+        C{TRANSACTION}, C{AND [NO] CHAIN} and C{[NO] RELEASE}, in any case,
+        with whitespace, comments and one semicolon around it.
+    """
+    return _COMMIT.match(sql) is not None
+
+
+class _Framer:
+    """
+    Frames one direction of a stream of length-prefixed messages as it
+    passes, keeping only the headers and the first bytes of the messages it
+    must read.
+
+    Subclasses say how long a header is, how long a message's body is, and
+    what a complete message means.
+
+    @ivar opaque: the stream can no longer be read (encrypted, compressed or
+        not understood); it is no longer framed.
+    """
+
+    opaque = False
+
+    def __init__(self) -> None:
+        self._header = bytearray()
+        self._remaining: Optional[int] = None
+        self._body = bytearray()
+        self._capture = 0
+
+    def _header_size(self) -> int:
+        raise NotImplementedError
+
+    def _start(self, header: bytes) -> Optional[int]:
+        """
+        A header is complete.
+
+        @return: how long the body is, or C{None} when the stream cannot be
+            framed.  Sets C{self._capture} to how many of its first bytes
+            L{_end} needs.
+        """
+        raise NotImplementedError
+
+    def _end(self, header: bytes, body: bytes) -> bool:
+        """
+        A message is complete.
+
+        @return: whether it is a COMMIT the server executes now.
+        """
+        raise NotImplementedError
+
+    def feed(self, data: bytes) -> Optional[int]:
+        """
+        Frame the next bytes of the stream.
+
+        @return: the offset in C{data} just past the first message of it
+            that completes a COMMIT, or C{None}.
+        """
+        found: Optional[int] = None
+        pos = 0
+        while not self.opaque:
+            if self._remaining is None:
+                need = self._header_size() - len(self._header)
+                if pos >= len(data):
+                    break
+                self._header += data[pos:pos + need]
+                pos += min(need, len(data) - pos)
+                if len(self._header) < self._header_size():
+                    break
+                self._remaining = self._start(bytes(self._header))
+                if self._remaining is None or self._remaining < 0:
+                    self.opaque = True
+                    break
+            take = min(self._remaining, len(data) - pos)
+            if len(self._body) < self._capture:
+                self._body += data[pos:pos + min(take, self._capture - len(self._body))]
+            pos += take
+            self._remaining -= take
+            if self._remaining:
+                break
+            commit = self._end(bytes(self._header), bytes(self._body))
+            if commit and found is None:
+                found = pos
+            self._header.clear()
+            self._body.clear()
+            self._remaining = None
+            self._capture = 0
+        return found
+
+
+class _PostgresFrontend(_Framer):
+    # startup: untyped packets; awaiting: the server's one-byte answer to
+    # an SSLRequest or GSSENCRequest; typed: the session proper.
+    state = "startup"
+    _pending_commit = False
+
+    _ENCRYPTION_REQUESTS = (80877103, 80877104)  # SSLRequest, GSSENCRequest
+
+    def _header_size(self) -> int:
+        return 5 if self.state == "typed" else 4
+
+    def _start(self, header: bytes) -> Optional[int]:
+        if self.state == "awaiting":
+            # The client spoke before the server answered: not libpq.
+            return None
+        (length,) = struct.unpack("!i", header[-4:])
+        if length < 4:
+            return None
+        if self.state == "startup":
+            self._capture = 4
+        elif header[:1] in (b"Q", b"P"):
+            self._capture = _CAPTURE
+        return length - 4
+
+    def _end(self, header: bytes, body: bytes) -> bool:
+        if self.state == "startup":
+            if len(body) < 4:
+                self.opaque = True
+                return False
+            (code,) = struct.unpack("!i", body[:4])
+            if code in self._ENCRYPTION_REQUESTS:
+                self.state = "awaiting"
+            elif code >> 16 == 3:
+                self.state = "typed"
+            else:
+                # CancelRequest or unknown: nothing to frame.
+                self.opaque = True
+            return False
+        kind = header[:1]
+        if kind == b"Q":
+            # Query: the SQL text, NUL-terminated.
+            return body.endswith(b"\0") and is_commit(body[:-1])
+        if kind == b"P":
+            # Parse: statement name, SQL text, parameter types.
+            parts = body.split(b"\0", 2)
+            if len(parts) == 3 and is_commit(parts[1]):
+                self._pending_commit = True
+            return False
+        if kind == b"S" and self._pending_commit:
+            # Sync: the server executes what was parsed and answers.
+            self._pending_commit = False
+            return True
+        return False
+
+    def server_data(self, data: bytes) -> None:
+        if self.state == "awaiting" and data:
+            if data[:1] == b"N":
+                self.state = "startup"
+            else:
+                # S or G: the session is encrypted from now on.
+                self.opaque = True
+
+
+class _MySQLClient(_Framer):
+    _first = True
+    _query_attributes = False
+
+    CLIENT_COMPRESS = 0x20
+    CLIENT_SSL = 0x800
+    CLIENT_ZSTD_COMPRESSION = 1 << 26
+    CLIENT_QUERY_ATTRIBUTES = 1 << 27
+    COM_QUERY = 0x03
+
+    def _header_size(self) -> int:
+        return 4
+
+    def _start(self, header: bytes) -> Optional[int]:
+        length = header[0] | header[1] << 8 | header[2] << 16
+        if self._first or header[3] == 0:
+            self._capture = _CAPTURE
+        return length
+
+    def _end(self, header: bytes, body: bytes) -> bool:
+        if self._first:
+            # The handshake response (or the SSL request that precedes
+            # TLS): its first four bytes are the client's capabilities.
+            self._first = False
+            flags = int.from_bytes(body[:4], "little")
+            if flags & (self.CLIENT_SSL | self.CLIENT_COMPRESS | self.CLIENT_ZSTD_COMPRESSION):
+                self.opaque = True
+            self._query_attributes = bool(flags & self.CLIENT_QUERY_ATTRIBUTES)
+            return False
+        length = header[0] | header[1] << 8 | header[2] << 16
+        if header[3] != 0 or length == 0xFFFFFF or body[:1] != bytes([self.COM_QUERY]):
+            return False
+        sql = body[1:]
+        if self._query_attributes:
+            # Parameter count and parameter set count (length-encoded);
+            # only a query without attributes can be a plain COMMIT.
+            if sql[:2] != b"\x00\x01":
+                return False
+            sql = sql[2:]
+        return is_commit(sql)
+
+    def server_data(self, data: bytes) -> None:
+        pass
+
+
+class _CommitDetector:
+    """
+    The public face of a framer: see L{PostgresCommitDetector}.
+    """
+
+    protocol = ""
+
+    def __init__(self) -> None:
+        self._framer: Union[_PostgresFrontend, _MySQLClient, None] = None
+
+    @property
+    def opaque(self) -> bool:
+        """
+        Whether the session can no longer be read (encrypted, compressed, or
+        not understood): its COMMITs are no longer recognised.
+        """
+        return self._framer is not None and self._framer.opaque
+
+    def feed_client(self, data: bytes) -> Optional[int]:
+        """
+        Read the next bytes the client sends.
+
+        @return: the offset in C{data} just past the first message in it
+            that makes the server commit, or C{None}.
+        """
+        assert self._framer is not None
+        return self._framer.feed(data)
+
+    def feed_server(self, data: bytes) -> None:
+        """
+        Read the next bytes the server sends (the PostgreSQL framer needs
+        the answer to an SSLRequest).
+        """
+        assert self._framer is not None
+        self._framer.server_data(data)
+
+
+class PostgresCommitDetector(_CommitDetector):
+    """
+    Finds COMMITs in what a PostgreSQL client sends (the frontend
+    protocol), fed as it comes, in pieces of any size.
+
+    A COMMIT is a simple Query whose text is a COMMIT (as psycopg2 and
+    psycopg send for C{commit()}), or a Parse of a COMMIT, complete at the
+    next Sync.
+    """
+
+    protocol = "postgresql"
+
+    def __init__(self) -> None:
+        self._framer = _PostgresFrontend()
+
+
+class MySQLCommitDetector(_CommitDetector):
+    """
+    Finds COMMITs in what a MySQL or MariaDB client sends, fed as it comes,
+    in pieces of any size: a COM_QUERY packet starting a command (sequence
+    id 0) whose text is a COMMIT (as PyMySQL and mysqlclient send for
+    C{commit()}).
+    """
+
+    protocol = "mysql"
+
+    def __init__(self) -> None:
+        self._framer = _MySQLClient()
+
+
+class ProtocolDetector(_CommitDetector):
+    """
+    A COMMIT detector for a protocol found by who speaks first: the
+    PostgreSQL client speaks first, the MySQL server does (its greeting).
+
+    @ivar protocol: C{"postgresql"} or C{"mysql"} once known, C{""} before.
+    """
+
+    def feed_client(self, data: bytes) -> Optional[int]:
+        if self._framer is None and data:
+            self._framer = _PostgresFrontend()
+            self.protocol = "postgresql"
+        return super().feed_client(data) if data else None
+
+    def feed_server(self, data: bytes) -> None:
+        if self._framer is None and data:
+            self._framer = _MySQLClient()
+            self.protocol = "mysql"
+        if data:
+            super().feed_server(data)
+
+
+def _detector(protocol_name: Optional[str]) -> _CommitDetector:
+    if protocol_name == "postgresql":
+        return PostgresCommitDetector()
+    if protocol_name == "mysql":
+        return MySQLCommitDetector()
+    return ProtocolDetector()
+
+
+@implementer(IPushProducer)
+class _Valve:
+    """
+    What one side's transport registers as its producer: the other side's
+    transport, which stops reading when flow control asks (the writer's
+    buffer is full) or while the path is black-holed, and reads again only
+    when neither holds.
+    """
+
+    def __init__(self, source: Any) -> None:
+        self.source = source
+        self.flow_paused = False
+        self.held = False
+
+    def _apply(self) -> None:
+        if self.flow_paused or self.held:
+            self.source.pauseProducing()
+        else:
+            self.source.resumeProducing()
+
+    def hold(self, held: bool) -> None:
+        self.held = held
+        self._apply()
+
+    def pauseProducing(self) -> None:
+        self.flow_paused = True
+        self._apply()
+
+    def resumeProducing(self) -> None:
+        self.flow_paused = False
+        self._apply()
+
+    def stopProducing(self) -> None:
+        self.source.loseConnection()
+
+
+class _Side:
+    """
+    What both ends of a proxied connection share: a place in the proxy's
+    books, and Deferreds for their closing.
+    """
+
+    transport: Any
+    proxy: "FaultProxy"
+
+    def _begin(self) -> None:
+        self.closed = False
+        self._waiters: List[defer.Deferred[None]] = []
+        self.proxy._sides.add(self)
+
+    def _end(self) -> None:
+        self.closed = True
+        self.proxy._sides.discard(self)
+        waiters, self._waiters = self._waiters, []
+        for d in waiters:
+            d.callback(None)
+
+    def when_closed(self) -> defer.Deferred[None]:
+        if self.closed:
+            return defer.succeed(None)
+        d: defer.Deferred[None] = defer.Deferred()
+        self._waiters.append(d)
+        return d
+
+    def abort(self) -> None:
+        # SO_LINGER (1, 0): close() sends RST, not FIN.
+        try:
+            self.transport.getHandle().setsockopt(
+                socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
+            )
+        except (OSError, AttributeError):
+            pass
+        self.transport.abortConnection()
+
+    def close(self) -> None:
+        self._discard_unread()
+        # A producer that flow control paused would keep the transport open.
+        self.transport.unregisterProducer()
+        self.transport.loseConnection()
+
+    def _discard_unread(self) -> None:
+        # Closing a socket with unread bytes (held by a black hole) sends
+        # RST, not FIN: read them first, and say they are lost.
+        discarded = 0
+        try:
+            handle = self.transport.getHandle()
+            while True:
+                chunk = handle.recv(65536)
+                if not chunk:
+                    break
+                discarded += len(chunk)
+        except (OSError, AttributeError):
+            pass
+        if discarded:
+            _log.info(
+                "FaultProxy {proxy}: discarded {n} unforwarded bytes of a dropped connection",
+                proxy=self.proxy.port,
+                n=discarded,
+            )
+
+
+class _Back(_Side, ProxyClient):
+    """
+    The proxy's connection to the database server.
+    """
+
+    peer: "_Front"
+
+    def __init__(self, front: "_Front") -> None:
+        self.front = front
+        self.proxy = front.proxy
+
+    def connectionMade(self) -> None:
+        self._begin()
+        front = self.front
+        if front.closed:
+            # The client left while we were connecting.
+            self.transport.loseConnection()
+            return
+        front.setPeer(self)
+        front.back = self
+        front.connector = None
+        # Flow control as in portforward, through valves that the black
+        # hole can also close.
+        front.from_client = _Valve(front.transport)
+        front.from_server = _Valve(self.transport)
+        self.transport.registerProducer(front.from_client, True)
+        front.transport.registerProducer(front.from_server, True)
+        front.hold(self.proxy.blackholed)
+
+    def dataReceived(self, data: bytes) -> None:
+        front = self.front
+        front.detector.feed_server(data)
+        if front.cutting:
+            _log.info(
+                "FaultProxy {proxy}: withheld {n} bytes of the server's reply to COMMIT; "
+                "cutting the connection",
+                proxy=self.proxy.port,
+                n=len(data),
+            )
+            front.replied = True
+            front.close()
+            self.close()
+            return
+        front.transport.write(data)
+
+    def connectionLost(self, reason: Failure = protocol.connectionDone) -> None:
+        ProxyClient.connectionLost(self, reason)
+        self._end()
+
+
+class _BackFactory(ProxyClientFactory):
+    protocol = _Back  # type: ignore[assignment]
+    server: "_Front"
+
+    def buildProtocol(self, addr: IAddress) -> _Back:  # type: ignore[override]
+        back = _Back(self.server)
+        back.factory = self
+        back.setPeer(self.server)
+        return back
+
+    def clientConnectionFailed(self, connector: IConnector, reason: Failure) -> None:
+        if not self.server.closed:
+            _log.info(
+                "FaultProxy {proxy}: cannot reach the server: {reason}",
+                proxy=self.server.proxy.port,
+                reason=reason.getErrorMessage(),
+            )
+            self.server.connector = None
+            self.server.transport.loseConnection()
+
+
+class _Front(_Side, ProxyServer):
+    """
+    A connection from a database client; it owns the link to the server.
+    """
+
+    factory: "_FrontFactory"
+    peer: Optional[_Back]
+
+    def __init__(self, proxy: "FaultProxy") -> None:
+        self.proxy = proxy
+        self.reactor = proxy.reactor
+        self.back: Optional[_Back] = None
+        # IConnector, while connecting to the server
+        self.connector: Any = None
+        self.from_client: Optional[_Valve] = None
+        self.from_server: Optional[_Valve] = None
+        self.detector = _detector(proxy.protocol)
+        # The COMMIT was let through; its reply is withheld.
+        self.cutting = False
+        self.replied = False
+        self.cut: Optional[defer.Deferred[bool]] = None
+
+    def connectionMade(self) -> None:
+        self._begin()
+        proxy = self.proxy
+        if proxy.refusing:
+            _log.info("FaultProxy {proxy}: refusing a new connection", proxy=proxy.port)
+            self.abort()
+            return
+        # Nothing is read from the client until the server is connected.
+        self.transport.pauseProducing()
+        if not proxy.blackholed:
+            self.connect()
+
+    def connect(self) -> None:
+        """
+        Connect to the server (at once, or when the black hole heals).
+        """
+        factory = self.clientProtocolFactory()
+        factory.setServer(self)
+        self.connector = self.proxy.reactor.connectTCP(
+            self.proxy.target_host, self.proxy.target_port, factory
+        )
+
+    def hold(self, held: bool) -> None:
+        """
+        Stop (or resume) reading from both sides.
+        """
+        if self.from_client is not None and self.from_server is not None:
+            self.from_client.hold(held)
+            self.from_server.hold(held)
+        elif not held and self.back is None and self.connector is None and not self.closed:
+            # Accepted while black-holed: connect now.
+            self.connect()
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.cutting:
+            _log.info(
+                "FaultProxy {proxy}: discarded {n} bytes the client sent after COMMIT",
+                proxy=self.proxy.port,
+                n=len(data),
+            )
+            return
+        end = self.detector.feed_client(data)
+        assert self.back is not None
+        if end is not None and self.proxy._cut is not None:
+            self.cut, self.proxy._cut = self.proxy._cut, None
+            self.cutting = True
+            _log.info(
+                "FaultProxy {proxy}: COMMIT seen; forwarding it and withholding the reply",
+                proxy=self.proxy.port,
+            )
+            if end < len(data):
+                _log.info(
+                    "FaultProxy {proxy}: discarded {n} bytes the client sent after COMMIT",
+                    proxy=self.proxy.port,
+                    n=len(data) - end,
+                )
+            self.back.transport.write(data[:end])
+            return
+        self.back.transport.write(data)
+
+    def _stop_connecting(self) -> None:
+        if self.connector is not None:
+            self.connector.stopConnecting()
+            self.connector = None
+
+    def close(self) -> None:
+        self._stop_connecting()
+        _Side.close(self)
+
+    def abort(self) -> None:
+        self._stop_connecting()
+        _Side.abort(self)
+
+    def connectionLost(self, reason: Failure = protocol.connectionDone) -> None:
+        self._stop_connecting()
+        ProxyServer.connectionLost(self, reason)
+        self._end()
+        if self.cut is not None:
+            cut, self.cut = self.cut, None
+            cut.callback(self.replied)
+
+
+class _FrontFactory(ProxyFactory):
+    def __init__(self, proxy: "FaultProxy") -> None:
+        ProxyFactory.__init__(self, proxy.target_host, proxy.target_port)
+        self.proxy = proxy
+
+    def buildProtocol(self, addr: IAddress) -> _Front:  # type: ignore[override]
+        front = _Front(self.proxy)
+        front.factory = self
+        return front
+
+
+_Front.clientProtocolFactory = _BackFactory
+
+
+class FaultProxy:
+    """
+    A TCP proxy on 127.0.0.1 in front of a database server, running in the
+    caller's reactor, that drops, resets, black-holes or refuses
+    connections, or cuts one right after the client sends COMMIT.
+
+    The faults act on the connections the proxy holds when they are called
+    (and, for L{blackhole} and L{refuse}, on the ones that come while they
+    last); they never touch the server itself.
+
+    @ivar port: the port the proxy listens on, once L{start}ed; 0 before.
+    @ivar target_port: the server's port.
+    @ivar target_host: the server's address.
+    @ivar protocol: C{"postgresql"}, C{"mysql"}, or C{None} to tell each
+        connection's protocol by who speaks first.
+    @ivar reactor: the reactor the proxy runs in.
+    @ivar blackholed: whether the path is black-holed now.
+    """
+
+    def __init__(
+        self,
+        target_port: int,
+        target_host: str = "127.0.0.1",
+        reactor: Any = None,
+        protocol: Optional[str] = None,
+    ) -> None:
+        """
+        @param target_port: the server's TCP port.
+        @param target_host: the server's address.
+        @param reactor: a reactor providing C{IReactorTCP} and
+            C{IReactorTime}; the global reactor by default.
+        @param protocol: the wire protocol, C{"postgresql"} or C{"mysql"},
+            so that L{cut_after_commit} can find COMMITs; C{None} tells
+            them apart on each connection (the PostgreSQL client speaks
+            first, the MySQL server does).
+        @raise ValueError: C{protocol} is not one of those.
+        """
+        if protocol is not None and protocol not in PROTOCOLS:
+            raise ValueError(
+                "protocol must be one of %s or None, not %r" % (", ".join(PROTOCOLS), protocol)
+            )
+        if reactor is None:
+            from twisted.internet import reactor as global_reactor
+
+            reactor = global_reactor
+        self.reactor: Any = reactor
+        self.target_port = target_port
+        self.target_host = target_host
+        self.protocol = protocol
+        self.port = 0
+        self.blackholed = False
+        self._listening: Any = None
+        self._sides: Set[_Side] = set()
+        self._cut: Optional[defer.Deferred[bool]] = None
+        # IDelayedCall that ends the refuse window
+        self._refuse_call: Any = None
+        self._refuse_ended: List[defer.Deferred[None]] = []
+
+    def __repr__(self) -> str:
+        return "<FaultProxy 127.0.0.1:%d -> %s:%d>" % (self.port, self.target_host, self.target_port)
+
+    # --- lifecycle -----------------------------------------------------------
+
+    def start(self) -> int:
+        """
+        Listen on a free port of 127.0.0.1 and start forwarding.
+
+        @return: the port, also in L{port}.
+        @raise RuntimeError: the proxy is already listening.
+        """
+        if self._listening is not None:
+            raise RuntimeError("%r is already started" % (self,))
+        self._listening = self.reactor.listenTCP(0, _FrontFactory(self), interface="127.0.0.1")
+        self.port = self._listening.getHost().port
+        _log.info("{proxy!r} started", proxy=self)
+        return self.port
+
+    def stop(self) -> defer.Deferred[None]:
+        """
+        Stop listening, abort every connection still open, and end any
+        L{refuse} window (an armed L{cut_after_commit} stays pending: cancel
+        its Deferred to disarm it).
+
+        @return: a Deferred that fires once the port is closed and every
+            connection is closed; for C{addCleanup}.
+        """
+        self._end_refusal()
+        waits: List[defer.Deferred[Any]] = []
+        if self._listening is not None:
+            waits.append(defer.maybeDeferred(self._listening.stopListening))
+            self._listening = None
+        sides = list(self._sides)
+        waits.extend(side.when_closed() for side in sides)
+        for side in sides:
+            side.abort()
+        d = defer.gatherResults(waits, consumeErrors=True)
+        return d.addCallback(lambda _: None)
+
+    # --- faults --------------------------------------------------------------
+
+    def _fronts(self) -> List[_Front]:
+        return [side for side in self._sides if isinstance(side, _Front)]
+
+    def _close_all(self, how: Callable[[_Side], None], what: str) -> defer.Deferred[int]:
+        fronts = self._fronts()
+        sides: List[_Side] = list(self._sides)
+        waits = [side.when_closed() for side in sides]
+        for side in sides:
+            how(side)
+        _log.info("FaultProxy {proxy}: {what} {n} connection(s)", proxy=self.port, what=what, n=len(fronts))
+        d = defer.gatherResults(waits)
+        return d.addCallback(lambda _: len(fronts))
+
+    def drop(self) -> defer.Deferred[int]:
+        """
+        Close both sides of every current connection in order (FIN), as a
+        server or a middlebox that ends connections would.  The client sees
+        the connection closed at its next read.
+
+        @return: a Deferred that fires with the number of client
+            connections dropped once all their sockets are closed.
+        """
+        return self._close_all(lambda side: side.close(), "dropped")
+
+    def reset(self) -> defer.Deferred[int]:
+        """
+        Abort every current connection with a TCP reset (RST) on both
+        sides: C{SO_LINGER} is set to (1, 0) before the sockets close.
+
+        @return: a Deferred that fires with the number of client
+            connections reset once all their sockets are closed.
+        """
+        return self._close_all(lambda side: side.abort(), "reset")
+
+    def blackhole(self) -> None:
+        """
+        Stop forwarding in both directions, keeping every socket open: a
+        route or a firewall that silently loses packets.
+
+        Nothing is discarded: the proxy stops reading, so the bytes wait in
+        the kernel's buffers, as unacknowledged segments wait in a real
+        sender's.  The proxy's kernel still acknowledges (so TCP keepalives
+        succeed, as through a middlebox that still answers); a client that
+        writes a lot blocks once the buffers are full.  Closes are not seen
+        either: a client that gives up is noticed only after L{heal}.
+
+        New connections are accepted, but the proxy connects them to the
+        server only after L{heal}: the server sees nothing of them before.
+
+        A client waits until its own timeout, if it has one (PyMySQL's
+        C{read_timeout}); psycopg2 and PyMySQL by default wait for ever.
+        To model a path that never comes back, call L{drop} or L{reset}
+        while black-holed (a middlebox that forgot the connection).
+        """
+        if not self.blackholed:
+            _log.info("FaultProxy {proxy}: black hole", proxy=self.port)
+        self.blackholed = True
+        for front in self._fronts():
+            front.hold(True)
+
+    def heal(self) -> None:
+        """
+        End a L{blackhole}: as TCP delivers what it retransmits once a
+        short outage ends, the connections resume where they stopped, with
+        every byte held back delivered in order, and the closes that
+        happened meanwhile passed on.  Connections accepted during the
+        black hole are connected to the server now.
+        """
+        if self.blackholed:
+            _log.info("FaultProxy {proxy}: healed", proxy=self.port)
+        self.blackholed = False
+        for front in self._fronts():
+            front.hold(False)
+
+    @property
+    def refusing(self) -> bool:
+        """
+        Whether a L{refuse} window is open now.
+        """
+        return self._refuse_call is not None
+
+    def refuse(self, seconds: float) -> defer.Deferred[None]:
+        """
+        For C{seconds}, on the reactor's clock, abort (RST) each new
+        connection as soon as it is accepted, as a server that is down or
+        restarting turns clients away.  Current connections are untouched.
+        Calling it again during a window restarts the window.
+
+        @param seconds: how long the window lasts.
+        @return: a Deferred that fires when the window ends (or when the
+            proxy is stopped).
+        @raise ValueError: C{seconds} is negative.
+        """
+        if seconds < 0:
+            raise ValueError("seconds must not be negative: %r" % (seconds,))
+        if self._refuse_call is not None:
+            self._refuse_call.cancel()
+        _log.info("FaultProxy {proxy}: refusing new connections for {s} s", proxy=self.port, s=seconds)
+        self._refuse_call = self.reactor.callLater(seconds, self._end_refusal)
+        d: defer.Deferred[None] = defer.Deferred()
+        self._refuse_ended.append(d)
+        return d
+
+    def _end_refusal(self) -> None:
+        if self._refuse_call is not None:
+            if self._refuse_call.active():
+                self._refuse_call.cancel()
+            self._refuse_call = None
+            _log.info("FaultProxy {proxy}: accepting new connections again", proxy=self.port)
+        waiters, self._refuse_ended = self._refuse_ended, []
+        for d in waiters:
+            d.callback(None)
+
+    def cut_after_commit(self) -> defer.Deferred[bool]:
+        """
+        Arm a one-shot fault: the next time a client sends COMMIT, on any
+        connection, the proxy forwards it to the server, withholds what the
+        server answers, and closes the connection (FIN, both sides) as soon
+        as that answer arrives, so the server has certainly committed but
+        the client never learns it (its C{commit()} fails with a
+        disconnect).  Whatever the client sends after the COMMIT is
+        discarded.
+
+        See the module docstring for what counts as a COMMIT in each
+        protocol; encrypted or compressed sessions are never cut.
+
+        @return: a Deferred that fires once the client's connection is
+            closed, with C{True} if the server's reply arrived (and was
+            withheld), C{False} if the connection ended before any reply.
+            Cancel it to disarm the fault.
+        @raise RuntimeError: a cut is already armed.
+        """
+        if self._cut is not None:
+            raise RuntimeError("cut_after_commit is already armed on %r" % (self,))
+
+        def disarm(d: defer.Deferred[bool]) -> None:
+            if self._cut is d:
+                self._cut = None
+
+        self._cut = defer.Deferred(disarm)
+        _log.info("FaultProxy {proxy}: armed to cut after the next COMMIT", proxy=self.port)
+        return self._cut
+
+    # --- observation ---------------------------------------------------------
+
+    @property
+    def connections(self) -> int:
+        """
+        How many client connections the proxy holds now.
+        """
+        return len(self._fronts())
