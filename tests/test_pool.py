@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import itertools
 import threading
-from typing import Any, Callable, ClassVar, Dict, List, Type
+from typing import Any, Callable, ClassVar, Dict, List, Tuple, Type
 
 from twisted.enterprise import adbapi
 from twisted.internet import defer, threads
@@ -21,6 +21,7 @@ from txreconnect import (
     idempotent,
 )
 from txreconnect.testing import (
+    FaultProxy,
     MariaDBServer,
     PostgresServer,
     ThrowawayServer,
@@ -57,9 +58,11 @@ class _PoolTestsMixin(TestCase):
         txn.execute("DROP TABLE IF EXISTS items")
         txn.execute("CREATE TABLE items (id INTEGER PRIMARY KEY, note %s)" % (self.text_type,))
 
-    def make_pool(self, server: ThrowawayServer | None = None, **kwargs: Any) -> ReconnectingConnectionPool:
+    def make_pool(
+        self, server: ThrowawayServer | None = None, port: int | None = None, **kwargs: Any
+    ) -> ReconnectingConnectionPool:
         server = server or self.server
-        options = dict(server.connect_kwargs(self.driver_name), cp_min=1, cp_max=CP_MAX)
+        options = dict(server.connect_kwargs(self.driver_name, port=port), cp_min=1, cp_max=CP_MAX)
         options.update(kwargs)
         pool = ReconnectingConnectionPool(self.driver_name, **options)
         pool.start()
@@ -94,6 +97,16 @@ class _PoolTestsMixin(TestCase):
             [pool.runQuery("SELECT %d" % (i,)) for i in range(count)], consumeErrors=True
         ).addCallback(lambda results: self.assertEqual(len(results), count))
 
+    def pool_through_proxy(self, **kwargs: Any) -> Tuple[FaultProxy, ReconnectingConnectionPool]:
+        """
+        A L{FaultProxy} in front of the server, and a pool connected
+        through it.
+        """
+        proxy = FaultProxy(self.server.port)
+        proxy.start()
+        self.addCleanup(proxy.stop)
+        return proxy, self.make_pool(port=proxy.port, **kwargs)
+
     def in_thread(self, f: Callable[..., Any], *args: Any) -> Any:
         return threads.deferToThread(f, *args)
 
@@ -101,9 +114,13 @@ class _PoolTestsMixin(TestCase):
         return [formatEvent(e) for e in self.events]
 
     def assertQuietAboutDisconnections(self) -> None:
+        """
+        The log has no "Rollback failed", no traceback, and no password.
+        """
         texts = self.logged()
         self.assertFalse([t for t in texts if "Rollback failed" in t or "close failed" in t], texts)
         self.assertFalse([e for e in self.events if "log_failure" in e], texts)
+        self.assertFalse([t for t in texts if self.server.password in t], texts)
 
     @defer.inlineCallbacks
     def count_rows(self, where: str = "") -> Any:
@@ -159,6 +176,47 @@ class _PoolTestsMixin(TestCase):
             )
 
         return self._survives(idle_out, pool)
+
+    def test_everyInteractionSucceedsAfterProxyDrop(self) -> Any:
+        """
+        The same when the network closes every connection (FIN).
+        """
+        proxy, pool = self.pool_through_proxy()
+        return self._survives(proxy.drop, pool)
+
+    def test_everyInteractionSucceedsAfterProxyReset(self) -> Any:
+        """
+        The same when the network resets every connection (RST).
+        """
+        proxy, pool = self.pool_through_proxy()
+        return self._survives(proxy.reset, pool)
+
+    @defer.inlineCallbacks
+    def test_commitCutGivesTransactionOutcomeUnknownAndTheRowExistsOnce(self) -> Any:
+        """
+        When the connection is cut after the client sent COMMIT, the caller
+        gets L{TransactionOutcomeUnknown}; the interaction ran once, and the
+        row the server committed is there exactly once.
+        """
+        proxy, pool = self.pool_through_proxy(cp_max=1)
+        yield pool.runQuery("SELECT 1")
+        attempts = itertools.count(1)
+
+        def write(txn: Any) -> None:
+            next(attempts)
+            txn.execute("INSERT INTO items VALUES (42, 'committed once')")
+
+        cut = proxy.cut_after_commit()
+        error = yield self.assertFailure(pool.runInteraction(write), TransactionOutcomeUnknown)
+        self.assertTrue((yield cut))
+        self.assertIsInstance(error.__cause__, self.driver.Error)
+        self.assertIn("may or may not", str(error))
+        self.assertEqual(next(attempts), 2)
+        self.assertEqual((yield self.count_rows("WHERE id = 42")), 1)
+        self.assertEqual(pool.stats()["outcome_unknown"], 1)
+        # The pool goes on working through the proxy.
+        self.assertEqual(list(map(tuple, (yield pool.runQuery("SELECT count(*) FROM items")))), [(1,)])
+        self.assertQuietAboutDisconnections()
 
     @defer.inlineCallbacks
     def test_oneRestartCostsOneReplayNotOnePerThread(self) -> Any:
