@@ -766,16 +766,20 @@ class FaultProxy:
 
     # --- lifecycle -----------------------------------------------------------
 
-    def start(self) -> int:
+    def start(self, port: int = 0, interface: str = "127.0.0.1") -> int:
         """
-        Listen on a free port of 127.0.0.1 and start forwarding.
+        Listen and start forwarding.
 
+        @param port: the port to listen on; 0 (the default) picks a free
+            one.
+        @param interface: the address to listen on.
         @return: the port, also in L{port}.
         @raise RuntimeError: the proxy is already listening.
+        @raise twisted.internet.error.CannotListenError: the port is taken.
         """
         if self._listening is not None:
             raise RuntimeError("%r is already started" % (self,))
-        self._listening = self.reactor.listenTCP(0, _FrontFactory(self), interface="127.0.0.1")
+        self._listening = self.reactor.listenTCP(port, _FrontFactory(self), interface=interface)
         self.port = self._listening.getHost().port
         _log.info("{proxy!r} started", proxy=self)
         return self.port
