@@ -5,8 +5,11 @@ deadline (never sleeping and hoping) and closing connections quietly.
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import Any, Callable
+
+from twisted.internet import defer
 
 
 def wait_until(condition: Callable[[], bool], timeout: float = 15.0, what: str = "condition") -> None:
@@ -30,3 +33,19 @@ def close_quietly(conn: Any) -> None:
         conn.close()
     except Exception:
         pass
+
+
+def warm(pool: Any) -> "defer.Deferred[Any]":
+    """
+    Make every one of the pool's C{cp_max} threads open its connection:
+    C{cp_max} interactions that wait for each other, so each runs on a
+    thread of its own.
+    """
+    barrier = threading.Barrier(pool.max)
+
+    def hold(txn: Any) -> None:
+        txn.execute("SELECT 1")
+        txn.fetchall()
+        barrier.wait(timeout=30)
+
+    return defer.gatherResults([pool.runInteraction(hold) for _ in range(pool.max)])

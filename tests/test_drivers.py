@@ -25,6 +25,7 @@ from txreconnect.drivers.psycopg import PsycopgDriver
 from txreconnect.drivers.psycopg2 import Psycopg2Driver
 from txreconnect.drivers.pymysql import PyMySQLDriver
 from txreconnect.drivers.sqlite3 import Sqlite3Driver
+from txreconnect.testing import required
 
 
 def _optional(name: str) -> Any:
@@ -41,9 +42,12 @@ def _optional(name: str) -> Any:
 
 def _skipWithout(module: Any, name: str) -> Optional[str]:
     """
-    @return: a trial C{skip} reason if C{module} is missing, else L{None}.
+    @return: a trial C{skip} reason if C{module} is missing outside CI,
+        else L{None}: in CI (L{required}) the tests run, and fail.
     """
-    return None if module is not None else f"{name} is not installed"
+    if module is not None or required():
+        return None
+    return f"{name} is not installed (pip install 'txreconnect[test]'); in CI this fails instead"
 
 
 psycopg2 = _optional("psycopg2")
@@ -672,6 +676,8 @@ class LibpqConnectDefaultsTests(SynchronousTestCase):
         "keepalives_interval": 10,
         "keepalives_count": 3,
         "connect_timeout": 10,
+        # libpq 12+ (both drivers' wheels bundle a newer one)
+        "tcp_user_timeout": 30000,
     }
 
     def setUp(self) -> None:
@@ -689,7 +695,8 @@ class LibpqConnectDefaultsTests(SynchronousTestCase):
 
     def test_keepalivesAndConnectTimeoutAreAdded(self) -> None:
         """
-        TCP keepalives and a connect timeout are added by default.
+        TCP keepalives, a connect timeout and a TCP user timeout are added
+        by default.
         """
         for driver, _ in self.drivers:
             self.assertEqual(driver.connect_defaults({"host": "db"}), self.expected)
@@ -1117,3 +1124,28 @@ class Sqlite3Tests(SynchronousTestCase):
         sqlite3 has no socket: nothing is added to C{connect()}.
         """
         self.assertEqual(self.driver.connect_defaults({"database": ":memory:"}), {})
+
+
+class StallTimeoutDefaultsTests(SynchronousTestCase):
+    """
+    The pool's stall bound becomes PyMySQL's read and write timeouts.
+    """
+
+    skip = _skipWithout(pymysql, "pymysql")
+
+    def test_pymysqlGetsReadAndWriteTimeouts(self) -> None:
+        driver = PyMySQLDriver(pymysql)
+        self.assertEqual(
+            driver.connect_defaults({}, 60.0),
+            {"connect_timeout": 10, "read_timeout": 60.0, "write_timeout": 60.0},
+        )
+
+    def test_pymysqlUserTimeoutsWin(self) -> None:
+        driver = PyMySQLDriver(pymysql)
+        self.assertEqual(
+            driver.connect_defaults({"read_timeout": 5, "connect_timeout": 3}, 60.0),
+            {"write_timeout": 60.0},
+        )
+
+    def test_noStallTimeoutNoReadTimeout(self) -> None:
+        self.assertEqual(PyMySQLDriver(pymysql).connect_defaults({}, None), {"connect_timeout": 10})

@@ -29,7 +29,7 @@ from txreconnect.testing import (
     require_driver,
     shared_server,
 )
-from tests.support import wait_until
+from tests.support import wait_until, warm
 
 CP_MAX = 4
 
@@ -79,14 +79,7 @@ class _PoolTestsMixin(TestCase):
         """
         Make every one of the pool's C{cp_max} threads open its connection.
         """
-        barrier = threading.Barrier(pool.max)
-
-        def hold(txn: Any) -> None:
-            txn.execute("SELECT 1")
-            txn.fetchall()
-            barrier.wait(timeout=30)
-
-        yield defer.gatherResults([pool.runInteraction(hold) for _ in range(pool.max)])
+        yield warm(pool)
         self.assertEqual(len(pool.connections), pool.max)
 
     def everything_succeeds(self, pool: ReconnectingConnectionPool, count: int) -> Any:

@@ -22,6 +22,7 @@ from txreconnect import (
     DisconnectionError,
     ReconnectingConnectionPool,
     TransactionOutcomeUnknown,
+    WaitForDatabase,
     idempotent,
 )
 
@@ -261,3 +262,45 @@ class ConstructionTests(TestCase):
         self.addCleanup(copy.close)
         self.assertIsInstance(copy, ReconnectingConnectionPool)
         self.assertEqual((copy.min, copy.max, copy.replays), (1, 2, 3))
+
+    def test_invalidOptionValuesAreConfigurationErrorsNamingTheOption(self) -> None:
+        for keyword, bad in [
+            ("cp_policy", "fail fast"),
+            ("cp_health_check", -1),
+            ("cp_max_lifetime", 0),
+            ("cp_stall_timeout", "300"),
+        ]:
+            error = self.assertRaises(
+                ConfigurationError, ReconnectingConnectionPool, "sqlite3", ":memory:", **{keyword: bad}
+            )
+            self.assertIn(keyword, str(error))
+
+    def test_optionsAreSetAndOffCanBeChosen(self) -> None:
+        policy = WaitForDatabase(deadline=30)
+        pool = self.make(
+            "sqlite3", ":memory:", cp_policy=policy, cp_health_check=0, cp_max_lifetime=600,
+            cp_stall_timeout=None,
+        )
+        self.assertIs(pool.policy, policy)
+        self.assertEqual((pool.health_check, pool.max_lifetime, pool.stall_timeout), (0, 600, None))
+        self.assertEqual(pool.stats()["state"], "up")
+
+
+class WaitForDatabaseTests(TestCase):
+    def test_delaysHaveFullJitterUnderAnExponentialCeiling(self) -> None:
+        policy = WaitForDatabase(initial_delay=0.1, factor=2, max_delay=1)
+        for failures, ceiling in [(0, 0.1), (1, 0.2), (2, 0.4), (3, 0.8), (4, 1.0), (30, 1.0)]:
+            delays = [policy.delay(failures) for _ in range(200)]
+            self.assertTrue(all(0 <= d <= ceiling + 1e-9 for d in delays), (failures, max(delays)))
+            self.assertLess(min(delays), ceiling / 2)
+
+    def test_badSettingsAreConfigurationErrors(self) -> None:
+        for kwargs in [
+            {"initial_delay": 0},
+            {"factor": 0.5},
+            {"max_delay": -1},
+            {"deadline": 0},
+            {"factor": "2"},
+        ]:
+            error = self.assertRaises(ConfigurationError, WaitForDatabase, **kwargs)
+            self.assertIn(list(kwargs)[0], str(error))

@@ -5,12 +5,16 @@ database connections.
 
 from txreconnect._replay import idempotent
 from txreconnect.errors import ConfigurationError, DisconnectionError, TransactionOutcomeUnknown
+from txreconnect.policy import FailFast, ReconnectPolicy, WaitForDatabase
 from txreconnect.pool import ReconnectingConnectionPool
 
 __all__ = [
     "ConfigurationError",
     "DisconnectionError",
+    "FailFast",
+    "ReconnectPolicy",
     "ReconnectingConnectionPool",
     "TransactionOutcomeUnknown",
+    "WaitForDatabase",
     "idempotent",
 ]

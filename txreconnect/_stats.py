@@ -16,9 +16,13 @@ _COUNTERS = (
     "replays",
     "replays_failed",
     "outcome_unknown",
+    "stalls",
+    "connect_attempts",
+    "reconnect_attempts",
     "connect_failures",
     "health_checks",
     "health_check_failures",
+    "seconds_waiting",
 )
 
 

@@ -5,21 +5,32 @@ connections.
 
 from __future__ import annotations
 
+import math
+import random
 import threading
 import time
-from typing import Any, Callable, Dict, Optional, TypeVar
+from typing import Any, Callable, Dict, List, Optional, Set, TypeVar
 
 from twisted.enterprise import adbapi
 from twisted.logger import Logger
+from twisted.python.threadpool import ThreadPool
 
+from txreconnect import _fork
+from txreconnect._options import count, optional_seconds
+from txreconnect._outage import UP, Outage, describe
 from txreconnect._replay import is_idempotent
 from txreconnect._stats import Stats
+from txreconnect._watchdog import SocketId, Watchdog, socket_id
 from txreconnect.drivers import Driver, driver_for
 from txreconnect.errors import ConfigurationError, DisconnectionError, TransactionOutcomeUnknown
+from txreconnect.policy import FailFast, ReconnectPolicy
 
 __all__ = ["ReconnectingConnectionPool"]
 
 _T = TypeVar("_T")
+
+#: the pool's own options, as cp_* keywords
+_OWN_OPTIONS = ("replays", "policy", "health_check", "max_lifetime", "stall_timeout")
 
 #: keys of connect() keywords that may be shown in a repr or a log line
 _SHOWN_KEYS = ("host", "port", "dbname", "database", "db")
@@ -90,15 +101,21 @@ class _Transaction(adbapi.Transaction):
 
 class _Birth:
     """
-    When and under which pool generation a connection was opened (or last
-    found alive).
+    What the pool knows about one thread's connection: the pool generation
+    it belongs to (older ones are suspect), when it must be recycled, and
+    when it was last used.
     """
 
-    __slots__ = ("generation", "opened")
+    __slots__ = ("generation", "expires", "last_used", "socket")
 
-    def __init__(self, generation: int) -> None:
+    def __init__(self, generation: int, lifetime: Optional[float], socket: Optional[SocketId]) -> None:
+        now = time.monotonic()
         self.generation = generation
-        self.opened = time.monotonic()
+        self.socket = socket
+        # Recycle ages get up to 10% jitter, so that connections opened
+        # together are not all replaced at once.
+        self.expires = math.inf if lifetime is None else now + lifetime * (1 - 0.1 * random.random())
+        self.last_used = now
 
 
 class ReconnectingConnectionPool(adbapi.ConnectionPool):
@@ -114,6 +131,19 @@ class ReconnectingConnectionPool(adbapi.ConnectionPool):
 
       - C{cp_replays} (default 1): how many times one call may be replayed
         on a new connection after its connection was lost.
+      - C{cp_policy} (default L{FailFast()<txreconnect.FailFast>}): what to
+        do when a new connection cannot be had: fail at once, or
+        L{WaitForDatabase<txreconnect.WaitForDatabase>} with backoff.
+      - C{cp_health_check} (default L{None}, off): ping a connection that
+        sat idle for more than this many seconds before using it (0: on
+        every checkout), and replace it quietly if the ping fails.
+      - C{cp_max_lifetime} (default L{None}, off): replace a connection
+        older than this many seconds (less up to 10% jitter), e.g. below
+        MySQL's C{wait_timeout} or a proxy's limit.
+      - C{cp_stall_timeout} (default 300): the most seconds one attempt of
+        a call may take before the pool takes the network path for dead,
+        shuts its socket down and fails the call with
+        L{DisconnectionError}, without replaying it.  L{None} turns it off.
 
     When the connection of a pool thread is lost during C{runInteraction},
     C{runQuery} or C{runOperation}, the pool discards it without noise,
@@ -133,10 +163,20 @@ class ReconnectingConnectionPool(adbapi.ConnectionPool):
     @ivar dbapi: the driver module itself.
     """
 
-    CP_ARGS = adbapi.ConnectionPool.CP_ARGS + ["replays"]
+    CP_ARGS = adbapi.ConnectionPool.CP_ARGS + list(_OWN_OPTIONS)
 
     #: how many times a call may be replayed after its connection was lost
     replays = 1
+    #: what to do when a new connection cannot be had
+    policy: ReconnectPolicy = FailFast()
+    #: ping connections idle for longer than this (seconds); None: never
+    health_check: Optional[float] = None
+    #: replace connections older than this (seconds); None: never
+    max_lifetime: Optional[float] = None
+    #: the longest one attempt may block (seconds); None: no bound
+    stall_timeout: Optional[float] = 300.0
+    #: the longest a health-check ping may take (seconds)
+    ping_timeout = 10.0
 
     connectionFactory = _Connection
     transactionFactory = _Transaction
@@ -150,19 +190,43 @@ class ReconnectingConnectionPool(adbapi.ConnectionPool):
             raise ConfigurationError(
                 "unknown pool option %s (known: %s)" % (", ".join(unknown), ", ".join(sorted(known)))
             )
+        # Check our options before adbapi starts threads (it does at once
+        # when the reactor runs), so that a bad one leaves nothing behind.
+        mine = {name: connkw.get("cp_" + name, getattr(self, name)) for name in _OWN_OPTIONS}
+        replays = count("cp_replays", mine["replays"])
+        if not isinstance(mine["policy"], ReconnectPolicy):
+            raise ConfigurationError(
+                "cp_policy must be FailFast() or WaitForDatabase(...), not %r" % (mine["policy"],)
+            )
+        health_check = optional_seconds("cp_health_check", mine["health_check"], allow_zero=True)
+        max_lifetime = optional_seconds("cp_max_lifetime", mine["max_lifetime"])
+        stall_timeout = optional_seconds("cp_stall_timeout", mine["stall_timeout"])
         super().__init__(dbapiName, *connargs, **connkw)
-        if not isinstance(self.replays, int) or isinstance(self.replays, bool) or self.replays < 0:
-            raise ConfigurationError("cp_replays must be an integer >= 0, not %r" % (self.replays,))
+        self.replays = replays
+        self.health_check = health_check
+        self.max_lifetime = max_lifetime
+        self.stall_timeout = stall_timeout
         self._driver: Driver = driver_for(self.dbapi)
         shown = dict(self.connkw)
         if connargs and isinstance(connargs[0], str):
             shown.setdefault("dsn", connargs[0])
-        for key, value in self._driver.connect_defaults(shown).items():
+        for key, value in self._driver.connect_defaults(shown, self.stall_timeout).items():
             self.connkw.setdefault(key, value)
         self._births: Dict[int, _Birth] = {}
+        self._replacing: Set[int] = set()
+        self._new_process_state()
+        _fork.track(self)
+
+    def _new_process_state(self) -> None:
+        """
+        The state shared by the pool's threads, made anew in a forked
+        child (where another thread may have held its locks).
+        """
         self._generation = 0
         self._generation_lock = threading.Lock()
         self._stats = Stats()
+        self._outage = Outage(lambda: repr(self), self._stats, self.dbapi.Error)
+        self._watchdog = Watchdog(name=repr(self))
 
     def __repr__(self) -> str:
         where = " ".join(
@@ -176,14 +240,21 @@ class ReconnectingConnectionPool(adbapi.ConnectionPool):
             self.max,
         )
 
-    def stats(self) -> Dict[str, float]:
+    def stats(self) -> Dict[str, Any]:
         """
-        @return: a snapshot of the pool's counters: C{opened}, C{closed},
-            C{disconnects}, C{replays}, C{replays_failed},
-            C{outcome_unknown}, C{connect_failures}, C{health_checks},
-            C{health_check_failures}.
+        @return: a snapshot of the pool's counters: connections C{opened}
+            and C{closed}, C{disconnects} detected, C{replays} and
+            C{replays_failed}, C{outcome_unknown} errors, C{stalls} (calls
+            ended by the stall bound), C{connect_attempts},
+            C{reconnect_attempts} (those replacing a lost connection or
+            made while the database was down), C{connect_failures},
+            C{health_checks} and C{health_check_failures},
+            C{seconds_waiting} for the database, and its C{state}:
+            C{"up"}, C{"down"} or C{"probing"}.
         """
-        return self._stats.snapshot()
+        snapshot: Dict[str, Any] = self._stats.snapshot()
+        snapshot["state"] = self._outage.state
+        return snapshot
 
     # --- the run loop (pool threads) -----------------------------------------
 
@@ -218,12 +289,18 @@ class ReconnectingConnectionPool(adbapi.ConnectionPool):
         what: str,
     ) -> _T:
         replayed = 0
+        tid = self.threadID()
+        bound = self.stall_timeout
         while True:
-            conn = self._checkout()
+            conn: _Connection = self.connectionFactory(self)
+            raw = conn._connection
+            birth = self._births.get(tid)
+            sid = None if birth is None else birth.socket
+            watch = None if bound is None or sid is None else self._watchdog.watch(tid, sid, bound)
+            started = time.monotonic()
             try:
                 return attempt(conn)
             except BaseException as error:
-                raw = conn._connection
                 if not self._driver.is_disconnect(error, raw):
                     self._rollback(conn)
                     raise
@@ -231,48 +308,43 @@ class ReconnectingConnectionPool(adbapi.ConnectionPool):
                     conn.statement_ran
                     and (self._autocommit(raw) if conn.autocommit is None else conn.autocommit)
                 )
-                self._lost(raw)
+                stalled = bound is not None and (
+                    (watch is not None and watch.fired) or time.monotonic() - started >= bound
+                )
+                news = self._lost(raw)
                 if unknown and not idempotent:
                     self._stats.add("outcome_unknown")
-                    self._incident(error, "not replaying the %s: its outcome is unknown" % (what,))
+                    self._incident(news, error, "not replaying the %s: its outcome is unknown" % (what,))
                     raise TransactionOutcomeUnknown(
                         "lost the database connection (%s) after the %s may have committed "
                         "(COMMIT was in flight, or autocommit was on); it may or may not have "
-                        "taken effect, so check before retrying" % (_describe(error), what)
+                        "taken effect, so check before retrying" % (describe(error), what)
+                    ) from error
+                if stalled:
+                    self._stats.add("stalls")
+                    self._incident(news, error, "no answer within %s s: not replaying" % (bound,))
+                    raise DisconnectionError(
+                        "no answer from the database within %s s (cp_stall_timeout), so the "
+                        "connection was shut down (%s); nothing was committed, so retrying the "
+                        "call is safe" % (bound, describe(error))
                     ) from error
                 if replay and replayed < self.replays:
                     replayed += 1
                     self._stats.add("replays")
-                    self._incident(error, "replaying the %s (%d of %d)" % (what, replayed, self.replays))
+                    self._incident(news, error, "replaying the %s (%d of %d)" % (what, replayed, self.replays))
                     continue
                 if replayed:
                     self._stats.add("replays_failed")
-                self._incident(error, "giving up after %d replays" % (replayed,))
+                self._incident(news, error, "giving up after %d replays" % (replayed,))
                 raise DisconnectionError(
                     "lost the database connection (%s) before the %s could commit; nothing "
-                    "was committed, so retrying the call is safe" % (_describe(error), what)
+                    "was committed, so retrying the call is safe" % (describe(error), what)
                 ) from error
-
-    def _checkout(self) -> _Connection:
-        """
-        Get this thread's connection wrapper, opening a connection if needed.
-
-        @raise DisconnectionError: the database could not be reached.
-        """
-        try:
-            conn: _Connection = self.connectionFactory(self)
-        except self.dbapi.Error as error:
-            self._stats.add("connect_failures")
-            self._log.warn(
-                "{pool!r}: could not connect to the database: {error}",
-                pool=self,
-                error=_describe(error),
-            )
-            raise DisconnectionError(
-                "could not connect to the database (%s); nothing was sent, so retrying "
-                "the call is safe" % (_describe(error),)
-            ) from error
-        return conn
+            finally:
+                if watch is not None:
+                    self._watchdog.unwatch(tid, watch)
+                if birth is not None:
+                    birth.last_used = time.monotonic()
 
     def _rollback(self, conn: _Connection) -> None:
         """
@@ -293,10 +365,12 @@ class ReconnectingConnectionPool(adbapi.ConnectionPool):
         except Exception:
             return True  # cannot tell: assume the worst
 
-    def _lost(self, raw: Any) -> None:
+    def _lost(self, raw: Any) -> bool:
         """
         Discard this thread's dead connection C{raw}, and if it was not
         already suspected, make every older connection suspect.
+
+        @return: whether this is news (the first thread to see it).
         """
         self._stats.add("disconnects")
         tid = self.threadID()
@@ -305,16 +379,24 @@ class ReconnectingConnectionPool(adbapi.ConnectionPool):
             self._discard(tid)
         else:
             self._driver.close(raw)
-        if birth is not None:
-            with self._generation_lock:
-                if birth.generation == self._generation:
-                    self._generation += 1
+        if birth is None:
+            return False
+        with self._generation_lock:
+            if birth.generation != self._generation:
+                return False
+            self._generation += 1
+            return True
 
-    def _incident(self, error: BaseException, action: str) -> None:
-        self._log.warn(
+    def _incident(self, news: bool, error: BaseException, action: str) -> None:
+        """
+        Log a lost connection: a warning for the first thread that sees
+        an incident, a debug line for the others.
+        """
+        emit = self._log.warn if news else self._log.debug
+        emit(
             "{pool!r}: lost the database connection ({error}); {action}",
             pool=self,
-            error=_describe(error),
+            error=describe(error),
             action=action,
         )
 
@@ -323,13 +405,12 @@ class ReconnectingConnectionPool(adbapi.ConnectionPool):
     def connect(self) -> Any:
         """
         Return this thread's DB-API connection, first replacing it if it is
-        suspect (older than a disconnection another thread saw) and its
-        ping fails, or opening one if there is none.
+        stale (older than its recycle age, or suspect and failing its ping),
+        or opening one through the reconnect policy if there is none.
 
         Called in a pool thread only.
 
-        @raise Exception: the driver's error if a new connection cannot be
-            opened.
+        @raise DisconnectionError: no connection could be had.
         """
         tid = self.threadID()
         conn = self.connections.get(tid)
@@ -337,29 +418,72 @@ class ReconnectingConnectionPool(adbapi.ConnectionPool):
             self._discard(tid)
             conn = None
         if conn is None:
-            conn = self._open()
+            conn = self.policy.open(self._outage, self._open)
             self.connections[tid] = conn
-            self._births[tid] = _Birth(self._generation)
+            self._births[tid] = _Birth(self._generation, self.max_lifetime, self._socket_id(conn))
+            self._replacing.discard(tid)
         return conn
 
     def _usable(self, tid: int, conn: Any) -> bool:
+        """
+        Whether this thread's connection may be used as it is; a suspect
+        one (older than a disconnection another thread saw, or idle for
+        longer than C{cp_health_check}) is pinged first.
+        """
         birth = self._births[tid]
         generation = self._generation
-        if birth.generation == generation:
+        now = time.monotonic()
+        if now >= birth.expires:
+            return False
+        if birth.generation == generation and (
+            self.health_check is None or now - birth.last_used <= self.health_check
+        ):
             return True
         self._stats.add("health_checks")
         try:
-            self._driver.ping(conn)
+            self._ping(tid, birth.socket, conn)
         except Exception:
             self._stats.add("health_check_failures")
             return False
         birth.generation = generation
         return True
 
+    def _ping(self, tid: int, sid: Optional[SocketId], conn: Any) -> None:
+        """
+        Ping C{conn}, shutting its socket down if the answer takes longer
+        than C{ping_timeout} (or C{cp_stall_timeout}, if shorter).
+        """
+        if sid is None:
+            self._driver.ping(conn)
+            return
+        bound = self.ping_timeout if self.stall_timeout is None else min(self.ping_timeout, self.stall_timeout)
+        watch = self._watchdog.watch(tid, sid, bound)
+        try:
+            self._driver.ping(conn)
+        finally:
+            self._watchdog.unwatch(tid, watch)
+
+    def _socket_id(self, conn: Any) -> Optional[SocketId]:
+        try:
+            return socket_id(self._driver.socket_fileno(conn))
+        except Exception:
+            return None
+
     def _open(self) -> Any:
+        """
+        One attempt to open a connection (the reconnect policy decides
+        how many).
+        """
         if self.noisy:
             self._log.info("{pool!r}: connecting", pool=self)
-        conn = self.dbapi.connect(*self.connargs, **self.connkw)
+        self._stats.add("connect_attempts")
+        if self.threadID() in self._replacing or self._outage.state != UP:
+            self._stats.add("reconnect_attempts")
+        try:
+            conn = self.dbapi.connect(*self.connargs, **self.connkw)
+        except self.dbapi.Error:
+            self._stats.add("connect_failures")
+            raise
         try:
             self._driver.prepare(conn)
             if self.openfun is not None:
@@ -374,6 +498,7 @@ class ReconnectingConnectionPool(adbapi.ConnectionPool):
         conn = self.connections.pop(tid, None)
         self._births.pop(tid, None)
         if conn is not None:
+            self._replacing.add(tid)
             self._close(conn)
 
     def disconnect(self, conn: Any) -> None:
@@ -392,24 +517,52 @@ class ReconnectingConnectionPool(adbapi.ConnectionPool):
         self._driver.close(conn)
         self._stats.add("closed")
 
+    def start(self) -> None:
+        """
+        Start the pool (the reactor does it when it starts running).
+        """
+        # adbapi's __init__ calls start() at once if the reactor runs,
+        # before our own state exists: a new pool needs no reopening.
+        outage: Optional[Outage] = getattr(self, "_outage", None)
+        if outage is not None:
+            outage.reopen()
+        super().start()
+
     def finalClose(self) -> None:
         """
         Stop the threads and close every connection (the reactor's shutdown
-        trigger, or L{close}).
+        trigger, or L{close}).  Calls waiting for the database fail at once
+        with L{DisconnectionError}.  Closing a closed pool does nothing.
         """
+        if self._outage.closed:
+            return
+        self._outage.close()
+        self._watchdog.stop()
         super().finalClose()
         self._births.clear()
+        self._replacing.clear()
+
+    def _after_fork_in_child(self, inherited: List[Any]) -> None:
+        """
+        In a child made by C{os.fork()}: keep the parent's connections
+        aside, never used and never closed, so that the parent's sessions
+        go on; the child opens its own.  The parent's threads do not exist
+        here: give the child a thread pool of its own.
+        """
+        inherited.extend(self.connections.values())
+        self.connections.clear()
+        self._births.clear()
+        self._replacing.clear()
+        self._new_process_state()
+        running = self.running
+        self.threadpool = ThreadPool(self.min, self.max, self.threadpool.name)
+        if running:
+            self.threadpool.start()
 
     def __getstate__(self) -> Dict[str, Any]:
         state: Dict[str, Any] = super().__getstate__()
-        state["replays"] = self.replays
+        for name in _OWN_OPTIONS:
+            state[name] = getattr(self, name)
         return state
 
-
-def _describe(error: BaseException) -> str:
-    """
-    @return: the error's type and the first line of its message.
-    """
-    lines = str(error).strip().splitlines()
-    return "%s: %s" % (type(error).__name__, lines[0] if lines else "")
 

@@ -180,14 +180,32 @@ class Driver:
         except Exception:
             return True
 
-    def connect_defaults(self, connkw: Dict[str, Any]) -> Dict[str, Any]:
+    def connect_defaults(
+        self, connkw: Dict[str, Any], stall_timeout: Optional[float] = None
+    ) -> Dict[str, Any]:
         """
         @param connkw: the keyword arguments the user gave for C{connect()}.
+        @param stall_timeout: the pool's bound on one call, in seconds, or
+            L{None}; a driver with read and write timeouts of its own may
+            use it for them.
         @return: keyword arguments to add for C{connect()}, never overriding
             one the user gave.  Generic: none, since keyword arguments are
             driver-specific.
         """
         return {}
+
+    def socket_fileno(self, connection: Any) -> Optional[int]:
+        """
+        The descriptor of the connection's socket, which the pool's
+        watchdog shuts down when a call hangs on a silent network path.
+
+        Generic: the connection's C{fileno()} method, if it has one.
+
+        @param connection: a raw DB-API connection.
+        @return: a file descriptor, or L{None} if it has no socket.
+        """
+        fileno = getattr(connection, "fileno", None)
+        return int(fileno()) if callable(fileno) else None
 
     def prepare(self, connection: Any) -> None:
         """

@@ -91,6 +91,11 @@ _KEEPALIVE_DEFAULTS: Dict[str, Any] = {
     "connect_timeout": 10,
 }
 
+# tcp_user_timeout (libpq 12+): milliseconds that transmitted data may
+# remain unacknowledged before the connection is closed (same page; the
+# kernel's TCP_USER_TIMEOUT, RFC 5482).
+_TCP_USER_TIMEOUT_MS = 30000
+
 # connect()'s connection string argument: psycopg2's dsn, psycopg 3's
 # conninfo.
 _DSN_KEYWORDS: Tuple[str, ...] = ("dsn", "conninfo")
@@ -161,10 +166,14 @@ class LibpqDriver(Driver):
         if opens_transaction:
             connection.rollback()
 
-    def connect_defaults(self, connkw: Dict[str, Any]) -> Dict[str, Any]:
+    def connect_defaults(
+        self, connkw: Dict[str, Any], stall_timeout: Optional[float] = None
+    ) -> Dict[str, Any]:
         """
         Add TCP keepalives (idle 30 s, then every 10 s, dead after 3
-        unanswered probes) and a 10 s connect timeout.
+        unanswered probes), a 10 s connect timeout and, with libpq 12 or
+        later, a 30 s C{tcp_user_timeout} (data sent and not acknowledged
+        for that long means the path is dead).
 
         A parameter is left out when the user gave it as a keyword, in the
         connection string (C{dsn} for psycopg2, C{conninfo} for psycopg 3;
@@ -174,6 +183,8 @@ class LibpqDriver(Driver):
         will report it.
 
         @param connkw: the keyword arguments the user gave for C{connect()}.
+        @param stall_timeout: unused: libpq has no read timeout (the
+            pool's watchdog bounds a stalled call).
         @return: the parameters to add.
         """
         given = set(connkw)
@@ -189,11 +200,19 @@ class LibpqDriver(Driver):
             for key, variable in _ENVIRONMENT_DEFAULTS.items()
             if os.environ.get(variable)
         )
-        return {
-            key: value
-            for key, value in _KEEPALIVE_DEFAULTS.items()
-            if key not in given
-        }
+        defaults = dict(_KEEPALIVE_DEFAULTS)
+        if self._libpq_version() >= 120000:
+            defaults["tcp_user_timeout"] = _TCP_USER_TIMEOUT_MS
+        return {key: value for key, value in defaults.items() if key not in given}
+
+    def _libpq_version(self) -> int:
+        """
+        @return: the version of the libpq the driver uses, as libpq's
+            C{PQlibVersion()} gives it (120000 for 12.0); 0 if unknown.
+        """
+        return 0
+
+
 
     def _sqlstate(self, exc: BaseException) -> Optional[str]:
         """

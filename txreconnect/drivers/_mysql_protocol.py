@@ -111,12 +111,14 @@ class MySQLProtocolDriver(Driver):
         except Exception:
             return True
 
-    def connect_defaults(self, connkw: Dict[str, Any]) -> Dict[str, Any]:
+    def connect_defaults(
+        self, connkw: Dict[str, Any], stall_timeout: Optional[float] = None
+    ) -> Dict[str, Any]:
         """
-        Add a 10 s C{connect_timeout}, unless given.  Read and write
-        timeouts stay off: a long query must not be cut.
+        Add a 10 s C{connect_timeout}, unless given.
 
         @param connkw: the keyword arguments the user gave for C{connect()}.
+        @param stall_timeout: unused here (see L{PyMySQLDriver}).
         @return: the keyword arguments to add.
         """
         if "connect_timeout" in connkw:

@@ -59,3 +59,9 @@ class PsycopgDriver(LibpqDriver):
         @return: C{psycopg.conninfo.conninfo_to_dict(dsn)}.
         """
         return dict(self.module.conninfo.conninfo_to_dict(dsn))
+
+    def _libpq_version(self) -> int:
+        try:
+            return int(self.module.pq.version())
+        except Exception:
+            return 0

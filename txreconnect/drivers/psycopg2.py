@@ -89,3 +89,9 @@ class Psycopg2Driver(LibpqDriver):
         @return: C{psycopg2.extensions.parse_dsn(dsn)}.
         """
         return dict(self.module.extensions.parse_dsn(dsn))
+
+    def _libpq_version(self) -> int:
+        try:
+            return int(self.module.extensions.libpq_version())
+        except Exception:
+            return 0
