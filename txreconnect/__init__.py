@@ -7,6 +7,7 @@ from txreconnect._replay import idempotent
 from txreconnect.errors import ConfigurationError, DisconnectionError, TransactionOutcomeUnknown
 from txreconnect.policy import FailFast, ReconnectPolicy, WaitForDatabase
 from txreconnect.pool import ReconnectingConnectionPool
+from txreconnect.url import parse_url
 
 __all__ = [
     "ConfigurationError",
@@ -17,4 +18,5 @@ __all__ = [
     "TransactionOutcomeUnknown",
     "WaitForDatabase",
     "idempotent",
+    "parse_url",
 ]

@@ -217,6 +217,22 @@ class ReconnectingConnectionPool(adbapi.ConnectionPool):
         self._new_process_state()
         _fork.track(self)
 
+    @classmethod
+    def from_url(cls, url: str, **pool_kw: Any) -> "ReconnectingConnectionPool":
+        """
+        Make a pool from a DATABASE_URL-style URL, such as
+        C{postgresql://app:secret@db/shop?cp_max=10} (the grammar is in
+        L{txreconnect.url}).
+
+        @param pool_kw: C{cp_*} options and C{connect()} keywords, which
+            override the URL's.
+        @raise ConfigurationError: the URL or an option is invalid.
+        """
+        from txreconnect.url import parse_url
+
+        args, kwargs = parse_url(url).arguments(**pool_kw)
+        return cls(*args, **kwargs)
+
     def _new_process_state(self) -> None:
         """
         The state shared by the pool's threads, made anew in a forked
