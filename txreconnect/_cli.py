@@ -1,6 +1,10 @@
 """
 The C{txreconnect} command.
 
+C{txreconnect drill [options]} runs a workload through a
+L{ReconnectingConnectionPool} while faults are injected under it, and
+audits every write (L{txreconnect.drill}).
+
 C{txreconnect smoke [postgres|mariadb]} starts a throwaway server, then
 connects stock C{adbapi.ConnectionPool} and L{ReconnectingConnectionPool}
 to it in turn, runs a few interactions across a server restart, and says
@@ -23,6 +27,7 @@ from twisted.logger import (
     textFileLogObserver,
 )
 
+from txreconnect import drill
 from txreconnect.pool import ReconnectingConnectionPool
 from txreconnect.testing import MariaDBServer, PostgresServer, ThrowawayServer
 
@@ -92,9 +97,19 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     """
     parser = argparse.ArgumentParser(prog="txreconnect", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
+    drill_parser = commands.add_parser(
+        "drill",
+        help="run a workload while faults are injected, then audit every write",
+        description="Run reads and writes through a ReconnectingConnectionPool while faults are "
+        "injected under it (killed sessions, restarts, dropped and reset connections, a COMMIT "
+        "cut), then report what the clients saw and audit every write.",
+    )
+    drill.add_arguments(drill_parser)
     smoke = commands.add_parser("smoke", help="run a pool against a throwaway server, across a restart")
     smoke.add_argument("server", nargs="?", choices=sorted(_SERVERS), default="postgres")
     args = parser.parse_args(argv)
+    if args.command == "drill":
+        raise SystemExit(drill.run(args))
     _log_warnings_to(sys.stderr)
     task.react(_smoke, (args.server,))
 
