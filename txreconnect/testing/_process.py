@@ -17,7 +17,7 @@ import tempfile
 import threading
 import time
 import weakref
-from typing import Callable, Dict, List, Mapping, Optional, Sequence, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Union
 
 from twisted.logger import Logger
 
@@ -397,18 +397,32 @@ class ThrowawayServer:
             return "(no log)"
 
     def _run(self, argv: Sequence[str], as_server_user: bool = False, input: Optional[str] = None) -> str:
+        """
+        Run a setup or client tool and return what it printed.  It runs in
+        a session of its own, killed whole if we are interrupted, so that
+        no helper it started (mariadb-install-db starts a server) keeps
+        writing into a directory being removed.
+
+        @raise subprocess.CalledProcessError: it failed.
+        """
         run_as = self._run_as if as_server_user else _RunAs.ourselves()
-        result = subprocess.run(
+        with subprocess.Popen(
             list(argv),
-            input=input,
-            capture_output=True,
+            stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
             text=True,
-            check=False,
-            timeout=120,
+            start_new_session=True,
             user=run_as.uid,
             group=run_as.gid,
             extra_groups=run_as.extra_groups,
-        )
+        ) as process:
+            try:
+                stdout, stderr = process.communicate(input, timeout=120)
+            except BaseException:
+                _kill_group(process)
+                raise
+        result = subprocess.CompletedProcess(argv, process.returncode, stdout, stderr)
         if result.returncode != 0:
             raise subprocess.CalledProcessError(
                 result.returncode, argv, result.stdout, result.stderr
@@ -432,15 +446,22 @@ def _wait_for_group_exit(pgid: int, timeout: float) -> None:
         pass
 
 
+def _kill_group(process: "subprocess.Popen[Any]") -> None:
+    """
+    Kill C{process} and every process of its session, and reap it.
+    """
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    process.wait()
+    _wait_for_group_exit(process.pid, 10)
+
+
 def _destroy(directory: Optional[str], processes: List[Optional["subprocess.Popen[bytes]"]]) -> None:
     for process in processes:
         if process is not None:
-            try:
-                os.killpg(process.pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
-            process.wait()
-            _wait_for_group_exit(process.pid, 10)
+            _kill_group(process)
     if directory is not None:
         shutil.rmtree(directory, ignore_errors=True)
 
