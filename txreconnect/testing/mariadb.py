@@ -84,6 +84,7 @@ class MariaDBServer(ThrowawayServer):
             "--bind-address=127.0.0.1",
             "--socket=" + self.socket_path,
             "--pid-file=" + os.path.join(self.directory, "mysqld.pid"),
+            "--tmpdir=" + self.directory,
             "--skip-name-resolve",
             "--skip-log-bin",
             "--innodb-buffer-pool-size=16M",
