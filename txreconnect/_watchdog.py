@@ -100,25 +100,26 @@ class Watchdog:
     def watch(self, tid: int, sid: SocketId, seconds: float) -> Watch:
         """
         Start watching the call that thread C{tid} makes on the socket
-        C{sid}.
+        C{sid}.  Called by that thread only: each pool thread writes only
+        its own entry, so no lock is taken on this path, which every call
+        takes.
 
         @param seconds: how long it may take.
         @return: the watch, for L{unwatch}.
         """
         entry = Watch(time.monotonic() + seconds, sid)
-        with self._lock:
-            self._watched[tid] = entry
-            if self._thread is None:
-                self._start(seconds)
+        self._watched[tid] = entry
+        if self._thread is None:
+            with self._lock:
+                if self._thread is None:
+                    self._start(seconds)
         return entry
 
-    def unwatch(self, tid: int, entry: Watch) -> None:
+    def unwatch(self, tid: int) -> None:
         """
-        Stop watching C{entry}, the call of thread C{tid}.
+        Stop watching the call of thread C{tid}; called by that thread.
         """
-        with self._lock:
-            if self._watched.get(tid) is entry:
-                del self._watched[tid]
+        self._watched.pop(tid, None)
 
     def _start(self, seconds: float) -> None:
         self._interval = max(0.05, min(1.0, seconds / 10))
@@ -138,24 +139,16 @@ class Watchdog:
         if thread is not None and thread is not threading.current_thread():
             thread.join()
 
-    def forget_thread(self) -> None:
-        """
-        After a fork: the thread is gone in the child, and so are the calls.
-        """
-        self._lock = threading.Lock()
-        self._watched = {}
-        self._stopping = threading.Event()
-        self._thread = None
-
     def _run(self) -> None:
         stopping = self._stopping
         while not stopping.wait(self._interval):
             now = time.monotonic()
-            with self._lock:
-                for entry in self._watched.values():
-                    if not entry.fired and entry.deadline <= now:
-                        entry.fired = True
-                        self._fire(entry)
+            # A snapshot (list() of a dict is atomic in CPython); an entry
+            # is fired only if it is still its thread's current one.
+            for tid, entry in list(self._watched.items()):
+                if not entry.fired and entry.deadline <= now and self._watched.get(tid) is entry:
+                    entry.fired = True
+                    self._fire(entry)
 
     def _fire(self, entry: Watch) -> None:
         _log.warn("{name}: no answer from the database in time; shutting the socket down", name=self._name)

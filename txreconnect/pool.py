@@ -20,7 +20,7 @@ from txreconnect._options import count, optional_seconds
 from txreconnect._outage import UP, Outage, describe
 from txreconnect._replay import is_idempotent
 from txreconnect._stats import Stats
-from txreconnect._watchdog import SocketId, Watchdog, socket_id
+from txreconnect._watchdog import SocketId, Watch, Watchdog, socket_id
 from txreconnect.drivers import Driver, driver_for
 from txreconnect.errors import ConfigurationError, DisconnectionError, TransactionOutcomeUnknown
 from txreconnect.policy import FailFast, ReconnectPolicy
@@ -87,7 +87,8 @@ class _Transaction(adbapi.Transaction):
         self._cursor = self._connection.cursor()
 
     def execute(self, *args: Any, **kwargs: Any) -> Any:
-        self._connection.sending()
+        if not self._connection.statement_ran:
+            self._connection.sending()
         return self._cursor.execute(*args, **kwargs)
 
     def executemany(self, *args: Any, **kwargs: Any) -> Any:
@@ -312,8 +313,12 @@ class ReconnectingConnectionPool(adbapi.ConnectionPool):
             raw = conn._connection
             birth = self._births.get(tid)
             sid = None if birth is None else birth.socket
-            watch = None if bound is None or sid is None else self._watchdog.watch(tid, sid, bound)
-            started = time.monotonic()
+            watch: Optional[Watch] = None
+            if bound is None or sid is None:
+                started = time.monotonic()
+            else:
+                watch = self._watchdog.watch(tid, sid, bound)
+                started = watch.deadline - bound
             try:
                 return attempt(conn)
             except BaseException as error:
@@ -358,8 +363,8 @@ class ReconnectingConnectionPool(adbapi.ConnectionPool):
                 ) from error
             finally:
                 if watch is not None:
-                    self._watchdog.unwatch(tid, watch)
-                if birth is not None:
+                    self._watchdog.unwatch(tid)
+                if birth is not None and self.health_check is not None:
                     birth.last_used = time.monotonic()
 
     def _rollback(self, conn: _Connection) -> None:
@@ -448,13 +453,17 @@ class ReconnectingConnectionPool(adbapi.ConnectionPool):
         """
         birth = self._births[tid]
         generation = self._generation
-        now = time.monotonic()
-        if now >= birth.expires:
-            return False
-        if birth.generation == generation and (
-            self.health_check is None or now - birth.last_used <= self.health_check
-        ):
-            return True
+        if self.max_lifetime is None and self.health_check is None:
+            if birth.generation == generation:
+                return True
+        else:
+            now = time.monotonic()
+            if now >= birth.expires:
+                return False
+            if birth.generation == generation and (
+                self.health_check is None or now - birth.last_used <= self.health_check
+            ):
+                return True
         self._stats.add("health_checks")
         try:
             self._ping(tid, birth.socket, conn)
@@ -477,7 +486,7 @@ class ReconnectingConnectionPool(adbapi.ConnectionPool):
         try:
             self._driver.ping(conn)
         finally:
-            self._watchdog.unwatch(tid, watch)
+            self._watchdog.unwatch(tid)
 
     def _socket_id(self, conn: Any) -> Optional[SocketId]:
         try:
