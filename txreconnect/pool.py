@@ -285,8 +285,7 @@ class ReconnectingConnectionPool(adbapi.ConnectionPool):
             conn.commit()
             return result
 
-        marked = is_idempotent(interaction)
-        return self._run(attempt, replay=True, idempotent=marked, what="interaction")
+        return self._run(attempt, interaction, replay=True, what="interaction")
 
     def _runWithConnection(self, func: Callable[..., _T], *args: Any, **kw: Any) -> _T:
         def attempt(conn: _Connection) -> _T:
@@ -295,16 +294,26 @@ class ReconnectingConnectionPool(adbapi.ConnectionPool):
             conn.commit()
             return result
 
-        marked = is_idempotent(func)
-        return self._run(attempt, replay=marked, idempotent=marked, what="function")
+        return self._run(attempt, func, replay=False, what="function")
 
     def _run(
         self,
         attempt: Callable[[_Connection], _T],
+        function: Callable[..., Any],
         replay: bool,
-        idempotent: bool,
         what: str,
     ) -> _T:
+        """
+        Run C{attempt} on this thread's connection, replaying it after a
+        lost connection as the rules allow.
+
+        @param function: the user's interaction or function; whether it is
+            marked L{idempotent} is looked up only after a disconnection,
+            off the path of calls that go well.
+        @param replay: whether an unmarked C{function} may be replayed when
+            its outcome is known (C{runInteraction}: yes;
+            C{runWithConnection}: no, it may commit by itself).
+        """
         replayed = 0
         tid = self.threadID()
         bound = self.stall_timeout
@@ -333,6 +342,7 @@ class ReconnectingConnectionPool(adbapi.ConnectionPool):
                     (watch is not None and watch.fired) or time.monotonic() - started >= bound
                 )
                 news = self._lost(raw)
+                idempotent = is_idempotent(function)
                 if unknown and not idempotent:
                     self._stats.add("outcome_unknown")
                     self._incident(news, error, "not replaying the %s: its outcome is unknown" % (what,))
@@ -349,7 +359,7 @@ class ReconnectingConnectionPool(adbapi.ConnectionPool):
                         "connection was shut down (%s); nothing was committed, so retrying the "
                         "call is safe" % (bound, describe(error))
                     ) from error
-                if replay and replayed < self.replays:
+                if (replay or idempotent) and replayed < self.replays:
                     replayed += 1
                     self._stats.add("replays")
                     self._incident(news, error, "replaying the %s (%d of %d)" % (what, replayed, self.replays))

@@ -9,7 +9,7 @@ the registry goes by the module's C{__name__}, which stays C{"pymysql"}.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Dict, Optional, Tuple
+from typing import Any, ClassVar, Optional, Tuple
 
 from txreconnect.drivers._mysql_protocol import MySQLProtocolDriver
 
@@ -54,26 +54,6 @@ class PyMySQLDriver(MySQLProtocolDriver):
         @raise pymysql.err.Error: if the connection is dead.
         """
         connection.ping(reconnect=False)
-
-    def connect_defaults(
-        self, connkw: Dict[str, Any], stall_timeout: Optional[float] = None
-    ) -> Dict[str, Any]:
-        """
-        Add a 10 s C{connect_timeout}, and C{read_timeout} and
-        C{write_timeout} equal to the pool's stall bound (PyMySQL's socket
-        timeouts, documented in C{pymysql.connections.Connection}), each
-        unless given.
-
-        @param connkw: the keyword arguments the user gave for C{connect()}.
-        @param stall_timeout: the pool's bound on one call, or L{None}.
-        @return: the keyword arguments to add.
-        """
-        defaults = super().connect_defaults(connkw, stall_timeout)
-        if stall_timeout is not None:
-            for key in ("read_timeout", "write_timeout"):
-                if key not in connkw:
-                    defaults[key] = stall_timeout
-        return defaults
 
     def socket_fileno(self, connection: Any) -> Optional[int]:
         """
