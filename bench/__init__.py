@@ -1,0 +1,26 @@
+"""
+Benchmarks of L{txreconnect.ReconnectingConnectionPool} side by side with
+Twisted's own C{adbapi.ConnectionPool}, measured in the same process and
+the same run, against throwaway servers that the benchmark starts and
+destroys itself.
+
+Run them from the repository root::
+
+    .venv/bin/python -m bench            # everything, about 10 minutes
+    .venv/bin/python -m bench --smoke    # every section with tiny counts
+    .venv/bin/python -m bench --only overhead|recovery|resources
+
+Modules, one job each:
+
+  - L{bench.run}: the command line; starts the servers, runs the sections,
+    writes the results.
+  - L{bench._common}: what the sections share: settings, servers, pool
+    contenders, statistics, markdown tables.
+  - L{bench.overhead}: steady-state throughput ratios and the pool's own
+    cost per interaction.
+  - L{bench.recovery}: what callers see across restarts, killed sessions,
+    idle timeouts and dropped connections.
+  - L{bench.resources}: memory, descriptors, threads and server sessions
+    across many interactions and fault cycles.
+  - L{bench.plot}: the pictures.
+"""

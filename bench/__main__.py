@@ -1,0 +1,7 @@
+"""
+C{python -m bench}: see L{bench.run}.
+"""
+
+from bench.run import main
+
+main()

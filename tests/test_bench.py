@@ -1,0 +1,149 @@
+"""
+The benchmark's smoke mode (C{python -m bench --smoke}) runs to the end
+in a subprocess and prints every table.  It asserts no timing: the smoke
+mode's counts are too small for its numbers to mean anything.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import signal
+import subprocess
+import sys
+from typing import List, Tuple
+
+from twisted.trial.unittest import SkipTest, SynchronousTestCase
+
+from txreconnect.testing import required
+
+#: the repository's root, where C{python -m bench} finds the package
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+#: how long the smoke run may take (it takes seconds)
+TIMEOUT = 300
+
+#: the headings and the table header rows each section prints
+EXPECTED = {
+    "overhead": [
+        "#### Throughput, ours / adbapi",
+        "| database (driver) | workload | in flight | adbapi calls/s | ours / adbapi | IQR | min–max | CPU µs/call, ours − adbapi | cp_stall_timeout=None / adbapi (IQR) |",
+        "#### The cost of `cp_health_check=0`",
+        "| database (driver) | workload | in flight | throughput, hc=0 / default (IQR) | CPU µs/call, hc=0 − default |",
+        "#### The pool's own cost per interaction",
+        "| database | path | workload | adbapi µs | ours − adbapi | ours − adbapi, CPU | cp_health_check=0 − adbapi | cp_stall_timeout=None − adbapi |",
+        "#### Where ours spends its own time",
+    ],
+    "recovery": [
+        "#### Events while idle, then a burst of writes",
+        "| database | event | pool | failed calls | duplicate rows | first success after | p50 | p99 | connects | errors callers got |",
+        "#### Restart under load",
+        "| database | pool | failed calls | after back | duplicate rows | first success after back | p50 | p99 | connects/s while down | errors callers got |",
+        "#### Connect attempts with cp_max=",
+        "| database | pool | attempts at the stop | attempts while down | per s | max per 50 ms | median gap | attempts once back | spread over | failed calls | errors callers got |",
+    ],
+    "resources": [
+        "#### Memory, descriptors, threads and sessions",
+        "| database | checkpoint | interactions | fault cycles | RSS MiB | open fds | threads | server connections | pool open | failed |",
+    ],
+}
+
+
+def run_smoke(out: str) -> Tuple[int, str]:
+    """
+    Run C{python -m bench --smoke --out OUT} from the repository's root.
+
+    On a timeout it is interrupted (SIGINT: it stops its reactor and
+    destroys its servers) before it is killed.
+
+    @return: its exit status and everything it printed.
+    """
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bench", "--smoke", "--out", out],
+        cwd=ROOT,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        output, _ = process.communicate(timeout=TIMEOUT)
+    except subprocess.TimeoutExpired:
+        process.send_signal(signal.SIGINT)
+        try:
+            output, _ = process.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            output, _ = process.communicate()
+        raise AssertionError("python -m bench --smoke did not end within %d s:\n%s" % (TIMEOUT, output[-3000:]))
+    return process.returncode, output
+
+
+@functools.lru_cache(maxsize=None)
+def smoke_once() -> Tuple[str, int, str]:
+    """
+    Run the smoke mode once per test process (trial has no
+    C{setUpClass}), into C{bench-smoke} under trial's directory.
+
+    @return: the output directory, the exit status and the output.
+    """
+    out = os.path.abspath("bench-smoke")
+    return (out,) + run_smoke(out)
+
+
+class SmokeTests(SynchronousTestCase):
+    """
+    C{python -m bench --smoke}, run once for every test of this class.
+    """
+
+    def setUp(self) -> None:
+        self.out, self.status, self.output = smoke_once()
+        skipped: List[str] = [line for line in self.output.splitlines() if line.startswith("skipped ")]
+        if skipped and self.status == 0 and not required():
+            raise SkipTest("the benchmark skipped a database: %s" % ("; ".join(skipped),))
+
+    def test_exitsZero(self) -> None:
+        """
+        The smoke run exits 0 and says its servers were destroyed.
+        """
+        self.assertEqual(self.status, 0, self.output[-5000:])
+        self.assertIn("servers destroyed", self.output)
+
+    def test_printsEveryTable(self) -> None:
+        """
+        Every section prints its headings and table headers.
+        """
+        for section, lines in EXPECTED.items():
+            for line in lines:
+                self.assertIn(line, self.output, "%s: missing %r" % (section, line))
+
+    def test_printsTheMachine(self) -> None:
+        """
+        The first line says when and on what the numbers were measured.
+        """
+        first = self.output.splitlines()[0]
+        self.assertTrue(first.startswith("Measured "), first)
+        self.assertIn("cores", first)
+        self.assertIn("SMOKE", first)
+
+    def test_writesResults(self) -> None:
+        """
+        Each section writes its markdown and its raw numbers, as JSON,
+        into C{--out}; with matplotlib, the recovery section draws its
+        pictures too.
+        """
+        for section, lines in EXPECTED.items():
+            with open(os.path.join(self.out, section + ".md")) as f:
+                markdown = f.read()
+            self.assertIn(lines[0], markdown)
+            with open(os.path.join(self.out, section + ".json")) as f:
+                data = json.load(f)
+            self.assertIn("machine", data)
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            return
+        for picture in ("restart.png", "reconnect_jitter.png"):
+            with open(os.path.join(self.out, picture), "rb") as f:
+                self.assertEqual(f.read(8), b"\x89PNG\r\n\x1a\n")
