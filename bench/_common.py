@@ -10,7 +10,6 @@ import datetime
 import os
 import platform
 import statistics
-import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
@@ -19,7 +18,7 @@ from twisted.enterprise import adbapi
 from twisted.internet import defer, reactor, task, threads
 
 from txreconnect import ReconnectingConnectionPool, WaitForDatabase
-from txreconnect.testing import ThrowawayServer
+from txreconnect.testing import ThrowawayServer, warm
 
 __all__ = [
     "Contender",
@@ -299,20 +298,6 @@ def make_pool(
     return pool
 
 
-def warm(pool: adbapi.ConnectionPool, timeout: float = 30.0) -> "defer.Deferred[Any]":
-    """
-    Make every one of the pool's C{cp_max} threads open its connection:
-    C{cp_max} interactions that wait for each other, so each runs on a
-    thread of its own.
-    """
-    barrier = threading.Barrier(pool.max)
-
-    def hold(txn: Any) -> None:
-        txn.execute("SELECT 1")
-        txn.fetchall()
-        barrier.wait(timeout=timeout)
-
-    return defer.gatherResults([pool.runInteraction(hold) for _ in range(pool.max)], consumeErrors=True)
 
 
 def rotation(items: Sequence[Any], r: int) -> List[Any]:

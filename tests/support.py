@@ -5,11 +5,9 @@ deadline (never sleeping and hoping) and closing connections quietly.
 
 from __future__ import annotations
 
-import threading
 import time
 from typing import Any, Callable
 
-from twisted.internet import defer
 
 
 def wait_until(condition: Callable[[], bool], timeout: float = 15.0, what: str = "condition") -> None:
@@ -35,17 +33,7 @@ def close_quietly(conn: Any) -> None:
         pass
 
 
-def warm(pool: Any) -> "defer.Deferred[Any]":
-    """
-    Make every one of the pool's C{cp_max} threads open its connection:
-    C{cp_max} interactions that wait for each other, so each runs on a
-    thread of its own.
-    """
-    barrier = threading.Barrier(pool.max)
+# Re-exported for the tests that import it from here.
+from txreconnect.testing import warm  # noqa: E402
 
-    def hold(txn: Any) -> None:
-        txn.execute("SELECT 1")
-        txn.fetchall()
-        barrier.wait(timeout=30)
-
-    return defer.gatherResults([pool.runInteraction(hold) for _ in range(pool.max)])
+__all__ = ["close_quietly", "wait_until", "warm"]

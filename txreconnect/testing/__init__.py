@@ -12,6 +12,7 @@ from txreconnect.testing.fixtures import (
     require_driver,
     required,
     shared_server,
+    warm,
 )
 from txreconnect.testing.mariadb import MariaDBServer
 from txreconnect.testing.postgres import PostgresServer
@@ -28,4 +29,5 @@ __all__ = [
     "require_driver",
     "required",
     "shared_server",
+    "warm",
 ]

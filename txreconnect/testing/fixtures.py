@@ -13,14 +13,16 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+import threading
 from types import ModuleType
-from typing import Dict, Tuple, Type, TypeVar
+from typing import Any, Dict, Tuple, Type, TypeVar
 
+from twisted.internet import defer
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
 from txreconnect.testing._process import ServerNotAvailable, ThrowawayServer, SettingValue
 
-__all__ = ["destroy_shared", "private_server", "require_driver", "required", "shared_server"]
+__all__ = ["destroy_shared", "private_server", "require_driver", "required", "shared_server", "warm"]
 
 _S = TypeVar("_S", bound=ThrowawayServer)
 
@@ -140,3 +142,22 @@ def destroy_shared() -> None:
     while _shared:
         _shared.popitem()[1].destroy()
 
+
+def warm(pool: Any, timeout: float = 30.0) -> "defer.Deferred[Any]":
+    """
+    Make every one of a pool's C{cp_max} threads open its connection:
+    C{cp_max} interactions that wait for each other, so each runs on a
+    thread of its own (a warmed pool, as a long-running service has).
+
+    @param pool: an C{adbapi.ConnectionPool} (or ours), started.
+    @param timeout: how long the interactions wait for each other.
+    @return: a Deferred that fires when all have run.
+    """
+    barrier = threading.Barrier(pool.max)
+
+    def hold(txn: Any) -> None:
+        txn.execute("SELECT 1")
+        txn.fetchall()
+        barrier.wait(timeout=timeout)
+
+    return defer.gatherResults([pool.runInteraction(hold) for _ in range(pool.max)], consumeErrors=True)
