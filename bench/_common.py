@@ -453,3 +453,18 @@ def fmt_ms(seconds: Optional[float]) -> str:
     if seconds is None or seconds != seconds:
         return "—"
     return "%.0f ms" % (seconds * 1000,) if seconds >= 0.1 else "%.1f ms" % (seconds * 1000,)
+
+
+def run_sql(target: "Target", statements: Sequence[str]) -> None:
+    """
+    Run C{statements} in one transaction on a connection of our own to
+    C{target}, outside any pool (blocking: call it with L{in_thread}).
+    """
+    conn = target.connect()
+    try:
+        cursor = conn.cursor()
+        for statement in statements:
+            cursor.execute(statement)
+        conn.commit()
+    finally:
+        conn.close()

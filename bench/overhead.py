@@ -33,6 +33,7 @@ from twisted.enterprise import adbapi
 from twisted.internet import defer
 
 from bench._common import (
+    run_sql,
     ADBAPI,
     OURS,
     OURS_HC0,
@@ -72,14 +73,7 @@ def _create_table(target: Target) -> None:
     """
     Create and fill C{bench_kv} on a server (blocking).
     """
-    conn = target.connect()
-    try:
-        cursor = conn.cursor()
-        for statement in _setup_sql(target):
-            cursor.execute(statement)
-        conn.commit()
-    finally:
-        conn.close()
+    run_sql(target, _setup_sql(target))
 
 
 def _sqlite_openfun(target: Target) -> Callable[[Any], None]:

@@ -34,6 +34,7 @@ from twisted.enterprise import adbapi
 from twisted.internet import defer
 
 from bench._common import (
+    run_sql,
     ADBAPI,
     ADBAPI_RECONNECT,
     OURS,
@@ -87,14 +88,10 @@ _ids = itertools.count(1)
 
 
 def _create_table(target: Target) -> None:
-    conn = target.connect()
-    try:
-        cursor = conn.cursor()
-        cursor.execute("DROP TABLE IF EXISTS bench_writes")
-        cursor.execute("CREATE TABLE bench_writes (run VARCHAR(64) NOT NULL, id BIGINT NOT NULL)")
-        conn.commit()
-    finally:
-        conn.close()
+    run_sql(target, [
+        "DROP TABLE IF EXISTS bench_writes",
+        "CREATE TABLE bench_writes (run VARCHAR(64) NOT NULL, id BIGINT NOT NULL)",
+    ])
 
 
 def _stored(target: Target, run: str) -> Dict[int, int]:

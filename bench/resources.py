@@ -20,7 +20,7 @@ from typing import Any, Dict, List, Sequence
 
 from twisted.internet import defer
 
-from bench._common import OURS, Report, Settings, Target, in_thread, make_pool, markdown_table, warm
+from bench._common import OURS, Report, Settings, Target, in_thread, make_pool, markdown_table, warm, run_sql
 from txreconnect.testing import FaultProxy
 
 __all__ = ["run"]
@@ -91,14 +91,7 @@ def _interactions(pool: Any, target: Target, count: int, inflight: int) -> Any:
 
 
 def _create_table(target: Target) -> None:
-    conn = target.connect()
-    try:
-        cursor = conn.cursor()
-        cursor.execute("DROP TABLE IF EXISTS bench_leak")
-        cursor.execute("CREATE TABLE bench_leak (id BIGINT NOT NULL)")
-        conn.commit()
-    finally:
-        conn.close()
+    run_sql(target, ["DROP TABLE IF EXISTS bench_leak", "CREATE TABLE bench_leak (id BIGINT NOT NULL)"])
 
 
 @defer.inlineCallbacks
