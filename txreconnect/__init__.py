@@ -4,7 +4,12 @@ database connections.
 """
 
 from txreconnect._replay import idempotent
-from txreconnect.errors import ConfigurationError, DisconnectionError, TransactionOutcomeUnknown
+from txreconnect.errors import (
+    ConfigurationError,
+    DisconnectionError,
+    TransactionOutcomeUnknown,
+    WrongServerError,
+)
 from txreconnect.policy import FailFast, ReconnectPolicy, WaitForDatabase
 from txreconnect.pool import ReconnectingConnectionPool
 from txreconnect.url import parse_url
@@ -17,6 +22,7 @@ __all__ = [
     "ReconnectingConnectionPool",
     "TransactionOutcomeUnknown",
     "WaitForDatabase",
+    "WrongServerError",
     "idempotent",
     "parse_url",
 ]

@@ -9,7 +9,7 @@ from typing import Optional
 
 from txreconnect.errors import ConfigurationError
 
-__all__ = ["count", "seconds", "optional_seconds"]
+__all__ = ["count", "flag", "seconds", "optional_seconds"]
 
 
 def seconds(name: str, value: object, allow_zero: bool = False) -> float:
@@ -43,4 +43,14 @@ def count(name: str, value: object) -> int:
     """
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise ConfigurationError("%s must be an integer >= 0, not %r" % (name, value))
+    return value
+
+
+def flag(name: str, value: object) -> bool:
+    """
+    @return: C{value}, a boolean.
+    @raise ConfigurationError: it is not L{True} or L{False}.
+    """
+    if not isinstance(value, bool):
+        raise ConfigurationError("%s must be True or False, not %r" % (name, value))
     return value

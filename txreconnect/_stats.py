@@ -13,6 +13,7 @@ _COUNTERS = (
     "opened",
     "closed",
     "disconnects",
+    "wrong_server",
     "replays",
     "replays_failed",
     "outcome_unknown",

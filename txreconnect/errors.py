@@ -7,7 +7,7 @@ C{__cause__}, so applications and logs keep the driver's own words.
 
 from twisted.enterprise.adbapi import ConnectionLost
 
-__all__ = ["ConfigurationError", "DisconnectionError", "TransactionOutcomeUnknown"]
+__all__ = ["ConfigurationError", "DisconnectionError", "TransactionOutcomeUnknown", "WrongServerError"]
 
 
 class DisconnectionError(ConnectionLost):
@@ -27,6 +27,20 @@ class TransactionOutcomeUnknown(DisconnectionError):
     The transaction may or may not have been committed.  txreconnect never
     replays such a call; do not retry it blindly: check whether its effect
     is present first, or make the operation idempotent.
+    """
+
+
+class WrongServerError(DisconnectionError):
+    """
+    The server refused a write because it is read-only (an old primary
+    after a failover, or a standby), and reconnecting did not reach a
+    writable server: none is listed, or none is up yet.
+
+    Nothing the call did was committed, so it is safe to retry once a
+    writable server is reachable.  List every server in the connection
+    target with C{target_session_attrs=read-write} so that the pool can
+    find the writer by itself.  The driver's refusal is chained as
+    C{__cause__}.
     """
 
 

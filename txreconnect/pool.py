@@ -8,7 +8,8 @@ from __future__ import annotations
 import math
 import random
 import threading
-import time
+from threading import get_ident as _get_ident
+from time import monotonic as _monotonic
 from typing import Any, Callable, Dict, List, Optional, Set, TypeVar
 
 from twisted.enterprise import adbapi
@@ -16,13 +17,13 @@ from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 
 from txreconnect import _fork
-from txreconnect._options import count, optional_seconds
+from txreconnect._options import count, flag, optional_seconds
 from txreconnect._outage import UP, Outage, describe
 from txreconnect._replay import is_idempotent
 from txreconnect._stats import Stats
 from txreconnect._watchdog import SocketId, Watch, Watchdog, socket_id
 from txreconnect.drivers import Driver, driver_for
-from txreconnect.errors import ConfigurationError, DisconnectionError, TransactionOutcomeUnknown
+from txreconnect.errors import ConfigurationError, DisconnectionError, TransactionOutcomeUnknown, WrongServerError
 from txreconnect.policy import FailFast, ReconnectPolicy
 
 __all__ = ["ReconnectingConnectionPool"]
@@ -30,7 +31,7 @@ __all__ = ["ReconnectingConnectionPool"]
 _T = TypeVar("_T")
 
 #: the pool's own options, as cp_* keywords
-_OWN_OPTIONS = ("replays", "policy", "health_check", "max_lifetime", "stall_timeout")
+_OWN_OPTIONS = ("replays", "policy", "health_check", "max_lifetime", "stall_timeout", "follow_writer")
 
 #: keys of connect() keywords that may be shown in a repr or a log line
 _SHOWN_KEYS = ("host", "port", "dbname", "database", "db")
@@ -54,6 +55,12 @@ class _Connection(adbapi.Connection):
     statement_ran = False
     autocommit: Optional[bool] = None
 
+    def __init__(self, pool: "ReconnectingConnectionPool") -> None:
+        # adbapi's, without the indirection through reconnect(): this is
+        # on the path of every call.
+        self._pool = pool
+        self._connection = pool.connect()
+
     def sending(self) -> None:
         """
         Note that a statement is about to be sent.  The first time, record
@@ -62,7 +69,10 @@ class _Connection(adbapi.Connection):
         """
         if not self.statement_ran:
             self.statement_ran = True
-            self.autocommit = self._pool._autocommit(self._connection)
+            try:
+                self.autocommit = self._pool._driver.is_autocommit(self._connection)
+            except Exception:
+                self.autocommit = True  # cannot tell: assume the worst
 
     def rollback(self) -> None:
         self._connection.rollback()
@@ -80,6 +90,13 @@ class _Transaction(adbapi.Transaction):
 
     _connection: _Connection
     _cursor: Any
+
+    def __init__(self, pool: "ReconnectingConnectionPool", connection: _Connection) -> None:
+        # adbapi's, without the indirection through reopen(): this is on
+        # the path of every call.
+        self._pool = pool
+        self._connection = connection
+        self._cursor = connection._connection.cursor()
 
     def reopen(self) -> None:
         if self._cursor is not None:
@@ -110,13 +127,38 @@ class _Birth:
     __slots__ = ("generation", "expires", "last_used", "socket")
 
     def __init__(self, generation: int, lifetime: Optional[float], socket: Optional[SocketId]) -> None:
-        now = time.monotonic()
+        now = _monotonic()
         self.generation = generation
         self.socket = socket
         # Recycle ages get up to 10% jitter, so that connections opened
         # together are not all replaced at once.
         self.expires = math.inf if lifetime is None else now + lifetime * (1 - 0.1 * random.random())
         self.last_used = now
+
+
+def _interact(pool: Any, conn: _Connection, interaction: Callable[..., _T], args: Any, kw: Any) -> _T:
+    """
+    One attempt of C{runInteraction}: the interaction on a new transaction,
+    then COMMIT.
+    """
+    trans = pool.transactionFactory(pool, conn)
+    if not isinstance(trans, _Transaction):
+        conn.statement_ran = True  # we cannot tell: assume the worst
+    result = interaction(trans, *args, **kw)
+    trans.close()
+    conn.commit()
+    return result
+
+
+def _with_connection(pool: Any, conn: _Connection, func: Callable[..., _T], args: Any, kw: Any) -> _T:
+    """
+    One attempt of C{runWithConnection}: the function on the connection,
+    then COMMIT.
+    """
+    conn.statement_ran = True  # the function uses the connection directly
+    result = func(conn, *args, **kw)
+    conn.commit()
+    return result
 
 
 class ReconnectingConnectionPool(adbapi.ConnectionPool):
@@ -145,6 +187,14 @@ class ReconnectingConnectionPool(adbapi.ConnectionPool):
         a call may take before the pool takes the network path for dead,
         shuts its socket down and fails the call with
         L{DisconnectionError}, without replaying it.  L{None} turns it off.
+      - C{cp_follow_writer} (default L{True}): treat a write refused
+        because the server is read-only (PostgreSQL SQLSTATE 25006; MySQL
+        and MariaDB errors 1290 and 1836 when C{target_session_attrs} is
+        C{read-write}) like a lost connection: discard the connection,
+        reconnect through host selection (libpq's multi-host targets; for
+        MySQL drivers, the pool's own host list) and replay under the same
+        rules.  If the replay meets a read-only server again, the caller
+        gets L{WrongServerError}.  L{False}: such errors pass on unchanged.
 
     When the connection of a pool thread is lost during C{runInteraction},
     C{runQuery} or C{runOperation}, the pool discards it without noise,
@@ -176,6 +226,8 @@ class ReconnectingConnectionPool(adbapi.ConnectionPool):
     max_lifetime: Optional[float] = None
     #: the longest one attempt may block (seconds); None: no bound
     stall_timeout: Optional[float] = 300.0
+    #: treat a write refused by a read-only server as the wrong server
+    follow_writer = True
     #: the longest a health-check ping may take (seconds)
     ping_timeout = 10.0
 
@@ -202,17 +254,23 @@ class ReconnectingConnectionPool(adbapi.ConnectionPool):
         health_check = optional_seconds("cp_health_check", mine["health_check"], allow_zero=True)
         max_lifetime = optional_seconds("cp_max_lifetime", mine["max_lifetime"])
         stall_timeout = optional_seconds("cp_stall_timeout", mine["stall_timeout"])
+        follow_writer = flag("cp_follow_writer", mine["follow_writer"])
         super().__init__(dbapiName, *connargs, **connkw)
         self.replays = replays
         self.health_check = health_check
         self.max_lifetime = max_lifetime
         self.stall_timeout = stall_timeout
+        self.follow_writer = follow_writer
+        # The same ids as adbapi's threadable.getThreadID, without two
+        # Python calls on the path of every call.
+        self.threadID = _get_ident
         self._driver: Driver = driver_for(self.dbapi)
         shown = dict(self.connkw)
         if connargs and isinstance(connargs[0], str):
             shown.setdefault("dsn", connargs[0])
         for key, value in self._driver.connect_defaults(shown, self.stall_timeout).items():
             self.connkw.setdefault(key, value)
+        self._wants_writer = self._driver.wants_writer(self.connargs, self.connkw)
         self._births: Dict[int, _Birth] = {}
         self._replacing: Set[int] = set()
         self._new_process_state()
@@ -240,6 +298,9 @@ class ReconnectingConnectionPool(adbapi.ConnectionPool):
         child (where another thread may have held its locks).
         """
         self._generation = 0
+        # Connections of an older generation than this are replaced
+        # without a ping (they may be on the wrong server).
+        self._replace_before = 0
         self._generation_lock = threading.Lock()
         self._stats = Stats()
         self._outage = Outage(lambda: repr(self), self._stats, self.dbapi.Error)
@@ -262,7 +323,8 @@ class ReconnectingConnectionPool(adbapi.ConnectionPool):
         @return: a snapshot of the pool's counters: connections C{opened}
             and C{closed}, C{disconnects} detected, C{replays} and
             C{replays_failed}, C{outcome_unknown} errors, C{stalls} (calls
-            ended by the stall bound), C{connect_attempts},
+            ended by the stall bound), C{wrong_server} (writes refused by
+            a read-only server, see C{cp_follow_writer}), C{connect_attempts},
             C{reconnect_attempts} (those replacing a lost connection or
             made while the database was down), C{connect_failures},
             C{health_checks} and C{health_check_failures},
@@ -276,106 +338,137 @@ class ReconnectingConnectionPool(adbapi.ConnectionPool):
     # --- the run loop (pool threads) -----------------------------------------
 
     def _runInteraction(self, interaction: Callable[..., _T], *args: Any, **kw: Any) -> _T:
-        def attempt(conn: _Connection) -> _T:
-            trans = self.transactionFactory(self, conn)
-            if not isinstance(trans, _Transaction):
-                conn.statement_ran = True  # we cannot tell: assume the worst
-            result = interaction(trans, *args, **kw)
-            trans.close()
-            conn.commit()
-            return result
-
-        return self._run(attempt, interaction, replay=True, what="interaction")
+        return self._run(_interact, interaction, True, "interaction", args, kw)
 
     def _runWithConnection(self, func: Callable[..., _T], *args: Any, **kw: Any) -> _T:
-        def attempt(conn: _Connection) -> _T:
-            conn.statement_ran = True  # the function uses the connection directly
-            result = func(conn, *args, **kw)
-            conn.commit()
-            return result
-
-        return self._run(attempt, func, replay=False, what="function")
+        return self._run(_with_connection, func, False, "function", args, kw)
 
     def _run(
         self,
-        attempt: Callable[[_Connection], _T],
-        function: Callable[..., Any],
+        body: Callable[[Any, _Connection, Callable[..., _T], Any, Any], _T],
+        function: Callable[..., _T],
         replay: bool,
         what: str,
+        args: Any,
+        kw: Any,
     ) -> _T:
         """
-        Run C{attempt} on this thread's connection, replaying it after a
-        lost connection as the rules allow.
-
-        @param function: the user's interaction or function; whether it is
-            marked L{idempotent} is looked up only after a disconnection,
-            off the path of calls that go well.
-        @param replay: whether an unmarked C{function} may be replayed when
-            its outcome is known (C{runInteraction}: yes;
-            C{runWithConnection}: no, it may commit by itself).
+        Run C{body(pool, conn, function, args, kw)} on this thread's
+        connection, replaying it after a lost connection as the rules
+        allow (see L{_failed}).  Every call of the pool takes this path,
+        so it is written out, without helper calls, where nothing fails.
         """
         replayed = 0
-        tid = self.threadID()
+        tid = _get_ident()
         bound = self.stall_timeout
         while True:
             conn: _Connection = self.connectionFactory(self)
-            raw = conn._connection
             birth = self._births.get(tid)
-            sid = None if birth is None else birth.socket
             watch: Optional[Watch] = None
-            if bound is None or sid is None:
-                started = time.monotonic()
+            if bound is None or birth is None or birth.socket is None:
+                started = _monotonic()
             else:
-                watch = self._watchdog.watch(tid, sid, bound)
+                watch = self._watchdog.watch(tid, birth.socket, bound)
                 started = watch.deadline - bound
             try:
-                return attempt(conn)
+                return body(self, conn, function, args, kw)
             except BaseException as error:
-                if not self._driver.is_disconnect(error, raw):
-                    self._rollback(conn)
+                if not self._failed(error, conn, function, replay, replayed, started, watch, what):
                     raise
-                unknown = conn.commit_started or (
-                    conn.statement_ran
-                    and (self._autocommit(raw) if conn.autocommit is None else conn.autocommit)
-                )
-                stalled = bound is not None and (
-                    (watch is not None and watch.fired) or time.monotonic() - started >= bound
-                )
-                news = self._lost(raw)
-                idempotent = is_idempotent(function)
-                if unknown and not idempotent:
-                    self._stats.add("outcome_unknown")
-                    self._incident(news, error, "not replaying the %s: its outcome is unknown" % (what,))
-                    raise TransactionOutcomeUnknown(
-                        "lost the database connection (%s) after the %s may have committed "
-                        "(COMMIT was in flight, or autocommit was on); it may or may not have "
-                        "taken effect, so check before retrying" % (describe(error), what)
-                    ) from error
-                if stalled:
-                    self._stats.add("stalls")
-                    self._incident(news, error, "no answer within %s s: not replaying" % (bound,))
-                    raise DisconnectionError(
-                        "no answer from the database within %s s (cp_stall_timeout), so the "
-                        "connection was shut down (%s); nothing was committed, so retrying the "
-                        "call is safe" % (bound, describe(error))
-                    ) from error
-                if (replay or idempotent) and replayed < self.replays:
-                    replayed += 1
-                    self._stats.add("replays")
-                    self._incident(news, error, "replaying the %s (%d of %d)" % (what, replayed, self.replays))
-                    continue
-                if replayed:
-                    self._stats.add("replays_failed")
-                self._incident(news, error, "giving up after %d replays" % (replayed,))
-                raise DisconnectionError(
-                    "lost the database connection (%s) before the %s could commit; nothing "
-                    "was committed, so retrying the call is safe" % (describe(error), what)
-                ) from error
+                replayed += 1
             finally:
                 if watch is not None:
                     self._watchdog.unwatch(tid)
                 if birth is not None and self.health_check is not None:
-                    birth.last_used = time.monotonic()
+                    birth.last_used = _monotonic()
+
+    def _failed(
+        self,
+        error: BaseException,
+        conn: _Connection,
+        function: Callable[..., Any],
+        replay: bool,
+        replayed: int,
+        started: float,
+        watch: Optional[Watch],
+        what: str,
+    ) -> bool:
+        """
+        Decide what follows an attempt that raised C{error}: roll back and
+        pass an error that is not a disconnection on, replay the call, or
+        raise L{DisconnectionError} or L{TransactionOutcomeUnknown}.
+
+        @param function: the user's interaction or function; whether it is
+            marked L{idempotent} is looked up only here, off the path of
+            calls that go well.
+        @param replay: whether an unmarked C{function} may be replayed when
+            its outcome is known (C{runInteraction}: yes;
+            C{runWithConnection}: no, it may commit by itself).
+        @param replayed: how many times the call was replayed already.
+        @return: L{True} to replay the call, L{False} to re-raise C{error}.
+        """
+        raw = conn._connection
+        if self._driver.is_disconnect(error, raw):
+            wrong = False
+        elif self.follow_writer and self._driver.is_wrong_server(error, self._wants_writer):
+            wrong = True
+        else:
+            self._rollback(conn)
+            return False
+        unknown = conn.commit_started or (
+            conn.statement_ran and (self._autocommit(raw) if conn.autocommit is None else conn.autocommit)
+        )
+        bound = self.stall_timeout
+        stalled = (
+            not wrong
+            and bound is not None
+            and ((watch is not None and watch.fired) or _monotonic() - started >= bound)
+        )
+        news = self._lost(raw, wrong)
+        idempotent = is_idempotent(function)
+        if wrong and conn.commit_started and not idempotent:
+            # The server answered: it refused the COMMIT, so nothing was
+            # committed; still, no call is replayed once COMMIT was sent.
+            self._incident(news, error, "not replaying the %s: COMMIT was sent" % (what,), wrong)
+            raise WrongServerError(
+                "the database server refused to commit the %s because it is read-only (%s); "
+                "nothing was committed, so retrying the call is safe, but it is not replayed "
+                "once COMMIT was sent" % (what, describe(error))
+            ) from error
+        if unknown and not idempotent:
+            self._stats.add("outcome_unknown")
+            self._incident(news, error, "not replaying the %s: its outcome is unknown" % (what,), wrong)
+            raise TransactionOutcomeUnknown(
+                "lost the database connection (%s) after the %s may have committed "
+                "(COMMIT was in flight, or autocommit was on); it may or may not have "
+                "taken effect, so check before retrying" % (describe(error), what)
+            ) from error
+        if stalled:
+            self._stats.add("stalls")
+            self._incident(news, error, "no answer within %s s: not replaying" % (bound,), wrong)
+            raise DisconnectionError(
+                "no answer from the database within %s s (cp_stall_timeout), so the "
+                "connection was shut down (%s); nothing was committed, so retrying the "
+                "call is safe" % (bound, describe(error))
+            ) from error
+        if (replay or idempotent) and replayed < self.replays:
+            self._stats.add("replays")
+            self._incident(news, error, "replaying the %s (%d of %d)" % (what, replayed + 1, self.replays), wrong)
+            return True
+        if replayed:
+            self._stats.add("replays_failed")
+        self._incident(news, error, "giving up after %d replays" % (replayed,), wrong)
+        if wrong:
+            raise WrongServerError(
+                "the database server refused a write because it is read-only (%s), and "
+                "reconnecting did not reach a writable server; nothing was committed: list "
+                "every server with target_session_attrs=read-write so that the pool can find "
+                "the writer" % (describe(error),)
+            ) from error
+        raise DisconnectionError(
+            "lost the database connection (%s) before the %s could commit; nothing "
+            "was committed, so retrying the call is safe" % (describe(error), what)
+        ) from error
 
     def _rollback(self, conn: _Connection) -> None:
         """
@@ -396,14 +489,17 @@ class ReconnectingConnectionPool(adbapi.ConnectionPool):
         except Exception:
             return True  # cannot tell: assume the worst
 
-    def _lost(self, raw: Any) -> bool:
+    def _lost(self, raw: Any, wrong_server: bool = False) -> bool:
         """
         Discard this thread's dead connection C{raw}, and if it was not
         already suspected, make every older connection suspect.
 
+        @param wrong_server: C{raw} is alive but connected to a read-only
+            server: every older connection is then replaced, not pinged
+            (a ping cannot tell a read-only server).
         @return: whether this is news (the first thread to see it).
         """
-        self._stats.add("disconnects")
+        self._stats.add("wrong_server" if wrong_server else "disconnects")
         tid = self.threadID()
         birth = self._births.get(tid)
         if self.connections.get(tid) is raw:
@@ -416,17 +512,20 @@ class ReconnectingConnectionPool(adbapi.ConnectionPool):
             if birth.generation != self._generation:
                 return False
             self._generation += 1
+            if wrong_server:
+                self._replace_before = self._generation
             return True
 
-    def _incident(self, news: bool, error: BaseException, action: str) -> None:
+    def _incident(self, news: bool, error: BaseException, action: str, wrong_server: bool = False) -> None:
         """
         Log a lost connection: a warning for the first thread that sees
         an incident, a debug line for the others.
         """
         emit = self._log.warn if news else self._log.debug
         emit(
-            "{pool!r}: lost the database connection ({error}); {action}",
+            "{pool!r}: {what} ({error}); {action}",
             pool=self,
+            what="a read-only server refused a write" if wrong_server else "lost the database connection",
             error=describe(error),
             action=action,
         )
@@ -443,16 +542,22 @@ class ReconnectingConnectionPool(adbapi.ConnectionPool):
 
         @raise DisconnectionError: no connection could be had.
         """
-        tid = self.threadID()
+        tid = _get_ident()
         conn = self.connections.get(tid)
-        if conn is not None and not self._usable(tid, conn):
+        if conn is not None:
+            if (
+                self.max_lifetime is None
+                and self.health_check is None
+                and self._births[tid].generation == self._generation
+            ):
+                return conn  # the path of nearly every call: no helper call
+            if self._usable(tid, conn):
+                return conn
             self._discard(tid)
-            conn = None
-        if conn is None:
-            conn = self.policy.open(self._outage, self._open)
-            self.connections[tid] = conn
-            self._births[tid] = _Birth(self._generation, self.max_lifetime, self._socket_id(conn))
-            self._replacing.discard(tid)
+        conn = self.policy.open(self._outage, self._open)
+        self.connections[tid] = conn
+        self._births[tid] = _Birth(self._generation, self.max_lifetime, self._socket_id(conn))
+        self._replacing.discard(tid)
         return conn
 
     def _usable(self, tid: int, conn: Any) -> bool:
@@ -463,17 +568,13 @@ class ReconnectingConnectionPool(adbapi.ConnectionPool):
         """
         birth = self._births[tid]
         generation = self._generation
-        if self.max_lifetime is None and self.health_check is None:
-            if birth.generation == generation:
-                return True
-        else:
-            now = time.monotonic()
-            if now >= birth.expires:
-                return False
-            if birth.generation == generation and (
-                self.health_check is None or now - birth.last_used <= self.health_check
-            ):
-                return True
+        now = _monotonic()
+        if now >= birth.expires or birth.generation < self._replace_before:
+            return False
+        if birth.generation == generation and (
+            self.health_check is None or now - birth.last_used <= self.health_check
+        ):
+            return True
         self._stats.add("health_checks")
         try:
             self._ping(tid, birth.socket, conn)
@@ -515,7 +616,7 @@ class ReconnectingConnectionPool(adbapi.ConnectionPool):
         if self.threadID() in self._replacing or self._outage.state != UP:
             self._stats.add("reconnect_attempts")
         try:
-            conn = self.dbapi.connect(*self.connargs, **self.connkw)
+            conn = self._driver.connect(self.connargs, self.connkw)
         except self.dbapi.Error:
             self._stats.add("connect_failures")
             raise

@@ -13,7 +13,7 @@ drivers txreconnect does not know.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Dict, Optional, Tuple, Type
+from typing import Any, ClassVar, Dict, Optional, Sequence, Tuple, Type
 
 # Fragments of the messages drivers use when the connection is gone,
 # compared in lower case.  The wording comes from the drivers this package
@@ -137,6 +137,50 @@ class Driver:
         if verdict is not None:
             return verdict
         return self._says_disconnect(exc)
+
+    def connect(self, connargs: Sequence[Any], connkw: Dict[str, Any]) -> Any:
+        """
+        Open a connection: the one place where the pool calls the driver's
+        C{connect()}, so that a driver without a host list of its own can
+        be given one (see L{MySQLProtocolDriver.connect}).
+
+        Generic: C{module.connect(*connargs, **connkw)}.
+
+        @param connargs: the positional arguments the user gave.
+        @param connkw: the keyword arguments, with L{connect_defaults}.
+        @return: a new DB-API connection.
+        @raise Exception: the driver's error if no connection could be had.
+        """
+        return self.module.connect(*connargs, **connkw)
+
+    def wants_writer(self, connargs: Sequence[Any], connkw: Dict[str, Any]) -> bool:
+        """
+        Tell whether the user asked for a writable server.
+
+        Generic: L{False}.
+
+        @param connargs: the positional arguments the user gave.
+        @param connkw: the keyword arguments the user gave.
+        @return: whether the pool must reach a server that accepts writes.
+        """
+        return False
+
+    def is_wrong_server(self, exc: BaseException, wants_writer: bool) -> bool:
+        """
+        Tell whether C{exc} is a write refused because the server is
+        read-only: the connection is fine, but to the wrong server (an old
+        primary, a standby), and the write may succeed elsewhere.
+
+        Generic: L{False}.
+
+        @param exc: an exception raised while using a connection, which
+            L{is_disconnect} did not take for a lost connection.
+        @param wants_writer: what L{wants_writer} said of the pool's
+            arguments.
+        @return: L{True} if the pool should reconnect through host
+            selection.
+        """
+        return False
 
     def ping(self, connection: Any) -> None:
         """

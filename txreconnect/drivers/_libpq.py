@@ -9,7 +9,7 @@ L{Driver} at construction.
 from __future__ import annotations
 
 import os
-from typing import Any, ClassVar, Dict, FrozenSet, Optional, Tuple
+from typing import Any, ClassVar, Dict, FrozenSet, Optional, Sequence, Tuple
 
 from txreconnect.drivers._base import Driver
 
@@ -75,6 +75,14 @@ LIBPQ_FRAGMENTS: Tuple[str, ...] = (
     "the connection is lost",
     "connection is bad",
 )
+
+# SQLSTATE read_only_sql_transaction: a write refused by a read-only server
+# or transaction.
+_READ_ONLY_SQL_TRANSACTION = "25006"
+
+# target_session_attrs values that ask for a writable server (libpq 14+
+# knows "primary"; "read-write" since libpq 10).
+_WRITER_ATTRS = ("read-write", "primary")
 
 # libpq's PQTRANS_IDLE: connected, outside a transaction block.
 _PQTRANS_IDLE = 0
@@ -212,7 +220,40 @@ class LibpqDriver(Driver):
         """
         return 0
 
+    def wants_writer(self, connargs: Sequence[Any], connkw: Dict[str, Any]) -> bool:
+        """
+        libpq's C{target_session_attrs}, as a keyword, in the connection
+        string or in C{PGTARGETSESSIONATTRS}: C{read-write} or C{primary}
+        ask for a writable server, and libpq skips the others in a
+        multi-host target (C{host=a,b port=p1,p2}).
 
+        @param connargs: the positional arguments (a connection string).
+        @param connkw: the keyword arguments.
+        @return: whether a writable server is asked for.
+        """
+        attrs = connkw.get("target_session_attrs")
+        for dsn in list(connargs[:1]) + [connkw.get(keyword) for keyword in _DSN_KEYWORDS]:
+            if attrs is None and isinstance(dsn, str) and dsn:
+                try:
+                    attrs = self._parse_dsn(dsn).get("target_session_attrs")
+                except Exception:
+                    pass
+        if attrs is None:
+            attrs = os.environ.get("PGTARGETSESSIONATTRS")
+        return attrs in _WRITER_ATTRS
+
+    def is_wrong_server(self, exc: BaseException, wants_writer: bool) -> bool:
+        """
+        SQLSTATE 25006 (C{read_only_sql_transaction}): the server refused a
+        write because it is read-only (a standby, or an old primary back
+        with C{default_transaction_read_only}).  It counts whether or not
+        a writer was asked for: a pool that writes needs one.
+
+        @param exc: a driver exception.
+        @param wants_writer: unused.
+        @return: whether C{exc} is that refusal.
+        """
+        return isinstance(exc, self._errors("Error")) and self._sqlstate(exc) == _READ_ONLY_SQL_TRANSACTION
 
     def _sqlstate(self, exc: BaseException) -> Optional[str]:
         """

@@ -8,9 +8,10 @@ L{Driver} at construction.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Dict, FrozenSet, Optional, Tuple
+from typing import Any, ClassVar, Dict, FrozenSet, List, Optional, Sequence, Tuple
 
 from txreconnect.drivers._base import Driver, _message
+from txreconnect.errors import ConfigurationError
 
 # Error numbers (args[0]) that mean the connection is gone.  Sources: the
 # MySQL client and server error references
@@ -49,6 +50,77 @@ DISCONNECT_CODES: FrozenSet[int] = frozenset(
         4031,
     }
 )
+
+
+# Writes refused by a read-only server: ER_OPTION_PREVENTS_STATEMENT "The
+# server is running with the --read-only option so it cannot execute this
+# statement" (1290 also names other options, such as --secure-file-priv:
+# the message must say read-only), and ER_READ_ONLY_MODE "Running in
+# read-only mode" (1836, InnoDB's innodb_read_only).
+_OPTION_PREVENTS_STATEMENT = 1290
+_READ_ONLY_MODE = 1836
+
+# CR_CONN_HOST_ERROR "Can't connect to MySQL server": the error raised when
+# no server of a host list would do (a disconnect code, so that it reads
+# like the failure of one server).
+_CONN_HOST_ERROR = 2003
+
+#: target_session_attrs values this pool understands for MySQL: libpq's
+#: names, since MySQL drivers have no such setting
+_TARGETS = ("any", "read-write")
+
+_DEFAULT_PORT = 3306
+
+
+def _split(value: Any) -> List[Any]:
+    """
+    @param value: a host or port: one value, a list or tuple, or a
+        comma-separated string.
+    @return: its entries, stripped.
+    """
+    if isinstance(value, (list, tuple)):
+        return list(value)
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",")]
+    return [value]
+
+
+def _targets(connkw: Dict[str, Any]) -> Tuple[List[Tuple[Any, Any]], Dict[str, Any], bool]:
+    """
+    Read a host list (libpq's form: C{host="a,b"}, C{port="3306,3307"},
+    or lists) and C{target_session_attrs} out of C{connect()} keywords.
+
+    @return: the (host, port) pairs to try in order (port L{None}: the
+        driver's default, or the single port given), the other keywords,
+        and whether a writable server is asked for.
+    @raise ConfigurationError: a malformed list or an unknown
+        C{target_session_attrs}.
+    """
+    rest = dict(connkw)
+    target = rest.pop("target_session_attrs", "any")
+    if target not in _TARGETS:
+        raise ConfigurationError(
+            "target_session_attrs=%r is not supported for MySQL and MariaDB (use one of: %s)"
+            % (target, ", ".join(_TARGETS))
+        )
+    hosts = _split(rest.pop("host", None))
+    ports = _split(rest.pop("port", None))
+    if len(ports) == 1:
+        ports = ports * len(hosts)
+    if len(hosts) > 1 and any(host in ("", None) for host in hosts):
+        raise ConfigurationError("empty entry in the MySQL host list %r" % (",".join(map(str, hosts)),))
+    if len(ports) != len(hosts):
+        raise ConfigurationError(
+            "a MySQL host list needs one port per host, or one port for all (got %d hosts, %d ports)"
+            % (len(hosts), len(ports))
+        )
+    pairs = []
+    for host, port in zip(hosts, ports):
+        try:
+            pairs.append((host, None if port in ("", None) else int(port)))
+        except ValueError:
+            raise ConfigurationError("port %r is not a number" % (port,)) from None
+    return pairs, rest, target == "read-write"
 
 
 def _error_code(exc: BaseException) -> Optional[int]:
@@ -98,6 +170,89 @@ class MySQLProtocolDriver(Driver):
         return code in DISCONNECT_CODES and isinstance(
             exc, self._errors("OperationalError", "InterfaceError", "ProgrammingError")
         )
+
+    def connect(self, connargs: Sequence[Any], connkw: Dict[str, Any]) -> Any:
+        """
+        Open a connection to the first server of the host list that
+        answers, and, with C{target_session_attrs="read-write"}, that is
+        writable (C{@@read_only} and C{@@innodb_read_only} both off): the
+        pool's host selection, since PyMySQL and mysqlclient take one host
+        only.  A single host is passed on as given.
+
+        @param connargs: the positional arguments the user gave.
+        @param connkw: the keyword arguments; C{host} and C{port} may be
+            lists or comma-separated strings.
+        @return: a new connection.
+        @raise ConfigurationError: a malformed host list or target.
+        @raise Exception: the driver's C{OperationalError} (error 2003)
+            naming every server tried and why it was skipped, when none
+            would do; the last server's own error when only one was
+            listed.
+        """
+        pairs, rest, writer = _targets(connkw)
+        skipped = []
+        for index, (host, port) in enumerate(pairs):
+            where = dict(rest)
+            if host is not None:
+                where["host"] = host
+            if port is not None:
+                where["port"] = port
+            try:
+                connection = self.module.connect(*connargs, **where)
+            except self.module.Error as error:
+                if len(pairs) == 1:
+                    raise
+                skipped.append("%s:%s: %s" % (host, port or _DEFAULT_PORT, _message(error)))
+                continue
+            if writer and self._read_only(connection):
+                self.close(connection)
+                skipped.append("%s:%s: read-only" % (host, port or _DEFAULT_PORT))
+                continue
+            return connection
+        raise self.module.OperationalError(
+            _CONN_HOST_ERROR,
+            "no %sserver could be used: %s" % ("writable " if writer else "", "; ".join(skipped)),
+        )
+
+    def wants_writer(self, connargs: Sequence[Any], connkw: Dict[str, Any]) -> bool:
+        """
+        @param connargs: unused.
+        @param connkw: the keyword arguments.
+        @return: whether C{target_session_attrs} is C{"read-write"}.
+        """
+        return connkw.get("target_session_attrs") == "read-write"
+
+    def is_wrong_server(self, exc: BaseException, wants_writer: bool) -> bool:
+        """
+        Errors 1290 (C{--read-only}) and 1836 (read-only mode), when the
+        pool asked for a writable server: they also arise by design, for
+        a user without the right to write on a read-only replica.
+
+        @param exc: a driver exception.
+        @param wants_writer: whether the pool asked for a writer.
+        @return: whether C{exc} is a write refused by a read-only server.
+        """
+        if not wants_writer or not isinstance(exc, self._errors("Error")):
+            return False
+        code = _error_code(exc)
+        if code == _READ_ONLY_MODE:
+            return True
+        return code == _OPTION_PREVENTS_STATEMENT and "read-only" in _message(exc).lower().replace("_", "-")
+
+    def _read_only(self, connection: Any) -> bool:
+        """
+        @param connection: a new connection.
+        @return: whether its server refuses writes.
+        @raise Exception: the driver's error if the connection fails.
+        """
+        cursor = connection.cursor()
+        try:
+            cursor.execute("SELECT @@global.read_only, @@global.innodb_read_only")
+            row = cursor.fetchone()
+        finally:
+            cursor.close()
+        connection.rollback()  # leave no transaction open
+        return any(int(value) for value in row)
 
     def is_autocommit(self, connection: Any) -> bool:
         """
