@@ -30,6 +30,7 @@ from txreconnect.testing import (
     MariaDBServer,
     PostgresServer,
     ThrowawayServer,
+    free_port,
     require_driver,
     shared_server,
 )
@@ -162,6 +163,161 @@ class ParseTests(SynchronousTestCase):
             "postgresql://app@%2Fvar%2Frun%2Fpostgresql/shop",
             "psycopg2",
             {"user": "app", "host": "/var/run/postgresql", "dbname": "shop"},
+        )
+
+    def test_postgresqlHostListBecomesLibpqMultiHostKeywords(self) -> None:
+        """
+        Several hosts become libpq's multi-host keywords, as text, for
+        psycopg2 and psycopg 3 alike; C{target_session_attrs} passes on.
+        """
+        for scheme, driver in [
+            ("postgresql", "psycopg2"),
+            ("postgres", "psycopg2"),
+            ("postgresql+psycopg2", "psycopg2"),
+            ("postgresql+psycopg", "psycopg"),
+        ]:
+            self.assertParses(
+                "%s://app:%s@h1:5433,h2:5434,h3:5435/shop?target_session_attrs=read-write" % (scheme, PASSWORD),
+                driver,
+                {
+                    "host": "h1,h2,h3",
+                    "port": "5433,5434,5435",
+                    "user": "app",
+                    "password": PASSWORD,
+                    "dbname": "shop",
+                    "target_session_attrs": "read-write",
+                },
+            )
+
+    def test_postgresqlHostWithoutPortHasAnEmptyPortEntry(self) -> None:
+        """
+        A host written without a port has an empty entry in the port list,
+        which libpq reads as its default port; with no port at all there
+        is no port list, and C{?port=} may give one port for every host.
+        """
+        self.assertParses("postgresql://h1,h2:5433/shop", "psycopg2", {"host": "h1,h2", "port": ",5433", "dbname": "shop"})
+        self.assertParses("postgresql://h1:5433,h2/shop", "psycopg2", {"host": "h1,h2", "port": "5433,", "dbname": "shop"})
+        self.assertParses("postgresql://h1,h2/shop", "psycopg2", {"host": "h1,h2", "dbname": "shop"})
+        self.assertParses(
+            "postgresql://h1,h2/shop?port=5433", "psycopg2", {"host": "h1,h2", "port": "5433", "dbname": "shop"}
+        )
+
+    def test_postgresqlHostListMatchesLibpqsOwnURIs(self) -> None:
+        """
+        Where a host has a port, the keywords are those libpq's own URI
+        parser gives for the same URL (libpq writes an empty entry for a
+        host without a port, so C{",5433"} means the default port then
+        5433).
+        """
+        extensions = require_driver("psycopg2.extensions")
+        for url in [
+            "postgresql://app:%s@h1:5433,h2:5434/shop?target_session_attrs=read-only" % (PASSWORD,),
+            "postgresql://app@h1,h2:5433,h3/shop",
+            "postgresql://app@[::1]:5433,[2001:db8::7],db:5434/shop",
+            "postgresql://app@%2Fvar%2Frun%2Fpostgresql,db:5433/shop",
+        ]:
+            self.assertEqual(parse_url(url).connect_kwargs, extensions.parse_dsn(url), url)
+
+    def test_hostListIPv6AndSockets(self) -> None:
+        """
+        Entries of a host list may be IPv6 addresses in brackets, with or
+        without a port, or percent-encoded socket directories.
+        """
+        self.assertParses(
+            "postgresql://app@[::1]:5433,[2001:db8::7],db:5434/shop",
+            "psycopg2",
+            {"user": "app", "host": "::1,2001:db8::7,db", "port": "5433,,5434", "dbname": "shop"},
+        )
+        self.assertParses(
+            "postgresql+psycopg://app@%2Fvar%2Frun%2Fpostgresql,db:5433/shop",
+            "psycopg",
+            {"user": "app", "host": "/var/run/postgresql,db", "port": ",5433", "dbname": "shop"},
+        )
+        self.assertParses(
+            "mysql://app@[::1]:3307,db/shop",
+            "pymysql",
+            {"user": "app", "host": "::1,db", "port": "3307,3306", "database": "shop"},
+        )
+
+    def test_mysqlHostListBecomesHostAndPortLists(self) -> None:
+        """
+        For PyMySQL and mysqlclient, several hosts become text lists, which
+        the MySQL driver layer splits; C{target_session_attrs} is its
+        keyword.
+        """
+        for scheme, driver in [
+            ("mysql", "pymysql"),
+            ("mariadb", "pymysql"),
+            ("mysql+pymysql", "pymysql"),
+            ("mysql+mysqldb", "MySQLdb"),
+            ("mariadb+mysqldb", "MySQLdb"),
+        ]:
+            self.assertParses(
+                "%s://app:%s@h1:3306,h2:3307/shop?target_session_attrs=read-write" % (scheme, PASSWORD),
+                driver,
+                {
+                    "host": "h1,h2",
+                    "port": "3306,3307",
+                    "user": "app",
+                    "password": PASSWORD,
+                    "database": "shop",
+                    "target_session_attrs": "read-write",
+                },
+            )
+
+    def test_mysqlHostWithoutPortGetsTheDefaultPort(self) -> None:
+        """
+        Every entry of a MySQL port list is a port: 3306 for a host written
+        without one.
+        """
+        self.assertParses("mysql://h1,h2:3307/shop", "pymysql", {"host": "h1,h2", "port": "3306,3307", "database": "shop"})
+        self.assertParses("mysql+mysqldb://h1,h2/shop", "MySQLdb", {"host": "h1,h2", "port": "3306,3306", "database": "shop"})
+
+    def test_singleHostUnchangedByTargetSessionAttrs(self) -> None:
+        """
+        One host stays a host and an integer port (for MySQL) as before;
+        C{target_session_attrs} is passed on beside them.
+        """
+        self.assertParses(
+            "mysql://app@db:3307/shop?target_session_attrs=read-write",
+            "pymysql",
+            {"user": "app", "host": "db", "port": 3307, "database": "shop", "target_session_attrs": "read-write"},
+        )
+        self.assertParses(
+            "postgresql://app@db:5433/shop?target_session_attrs=primary",
+            "psycopg2",
+            {"user": "app", "host": "db", "port": 5433, "dbname": "shop", "target_session_attrs": "primary"},
+        )
+
+    def test_targetSessionAttrsValues(self) -> None:
+        """
+        PostgreSQL takes libpq 15's values; MySQL and MariaDB C{any} and
+        C{read-write}.
+        """
+        for value in ["any", "read-write", "read-only", "primary", "standby", "prefer-standby"]:
+            for scheme in ["postgresql", "postgresql+psycopg"]:
+                parsed = parse_url("%s://h1,h2/shop?target_session_attrs=%s" % (scheme, value))
+                self.assertEqual(parsed.connect_kwargs["target_session_attrs"], value)
+        for value in ["any", "read-write"]:
+            for scheme in ["mysql", "mysql+mysqldb"]:
+                parsed = parse_url("%s://h1,h2/shop?target_session_attrs=%s" % (scheme, value))
+                self.assertEqual(parsed.connect_kwargs["target_session_attrs"], value)
+
+    def test_commaInThePasswordIsNoHostList(self) -> None:
+        """
+        Hosts are what follows the last C{@}: a comma in the password,
+        encoded or not, makes no host list.
+        """
+        for password in ["a,b", "a%2Cb"]:
+            self.assertParses(
+                "postgresql://app:%s@db/shop" % (password,),
+                "psycopg2",
+                {"user": "app", "password": "a,b", "host": "db", "dbname": "shop"},
+            )
+        self.assertParses(
+            "mysql://app:a,b@h1,h2:3307/shop",
+            "pymysql",
+            {"user": "app", "password": "a,b", "host": "h1,h2", "port": "3306,3307", "database": "shop"},
         )
 
     def test_mysqlUnixSocket(self) -> None:
@@ -344,6 +500,14 @@ class ParseTests(SynchronousTestCase):
             self.assertNotIn(PASSWORD, text)
             self.assertIn("'***'", text)
             self.assertIn("'db'", text)
+        for url in [
+            "postgresql://app:%s@db:5433,h2/shop" % (PASSWORD,),
+            "mysql+mysqldb://app:%s@db,h2:3307/shop" % (PASSWORD,),
+        ]:
+            text = repr(parse_url(url))
+            self.assertNotIn(PASSWORD, text)
+            self.assertIn("'***'", text)
+            self.assertIn("'db,h2'", text)
 
     def test_argumentsMergeOverrides(self) -> None:
         """
@@ -448,6 +612,60 @@ class ErrorTests(SynchronousTestCase):
     def test_badHost(self) -> None:
         self.assertRejected("postgresql://app:%s@[::1/shop" % (PASSWORD,), "host")
 
+    def test_malformedHostList(self) -> None:
+        """
+        An empty entry, a bad or missing port, a bad host: the message
+        says which host of the list, without quoting it.
+        """
+        for hosts, fragments in [
+            ("h1,,h2", ["host 2 of 3", "empty"]),
+            ("h1,h2,", ["host 3 of 3", "empty"]),
+            (",h1", ["host 1 of 2", "empty"]),
+            ("h1:x,h2", ["host 1 of 2", "port", "not a number"]),
+            ("h1,h2:54x", ["host 2 of 2", "port", "not a number"]),
+            ("h1,h2:+54", ["host 2 of 2", "port", "not a number"]),
+            ("h1,h2:99999", ["host 2 of 2", "port", "out of range"]),
+            ("h1:0,h2", ["host 1 of 2", "port", "out of range"]),
+            ("h1,h2:65536", ["host 2 of 2", "port", "out of range"]),
+            ("h1,h2:", ["host 2 of 2", "port", "empty"]),
+            ("h1,[::1", ["host 2 of 2", "host is not valid"]),
+            ("h1,h[2]", ["host 2 of 2", "host is not valid"]),
+            ("h1,h2:1:2", ["host 2 of 2", "port"]),
+            ("h1,:5433", ["host 2 of 2", "no host name"]),
+            ("h1,h%2C2", ["host 2 of 2", "','"]),
+            ("h1,h%ff", ["host 2 of 2", "UTF-8"]),
+        ]:
+            for scheme in ["postgresql", "mysql"]:
+                self.assertRejected("%s://app:%s@%s/shop" % (scheme, PASSWORD, hosts), *fragments)
+
+    def test_hostListPortsGivenTwice(self) -> None:
+        """
+        A MySQL host list always gives each host's port, so C{?port=} is
+        refused; so it is for a PostgreSQL list that gives ports.
+        """
+        self.assertRejected("mysql://app:%s@h1,h2/shop?port=3307" % (PASSWORD,), "port", "both", "h1:port,h2:port")
+        self.assertRejected("postgresql://app:%s@h1:1,h2/shop?port=5433" % (PASSWORD,), "port", "both")
+        self.assertRejected("postgresql://app:%s@h1,h2/shop?host=h3" % (PASSWORD,), "host", "both")
+
+    def test_sqliteHostList(self) -> None:
+        self.assertRejected("sqlite://h1,h2/x.db", "sqlite", "no host list")
+        self.assertRejected("sqlite://app:%s@h1:1,h2:2/x.db" % (PASSWORD,), "sqlite", "no host list")
+
+    def test_badTargetSessionAttrs(self) -> None:
+        """
+        A value libpq 15 does not know, or that the MySQL driver layer does
+        not support, is refused now, naming the value.
+        """
+        for url, fragments in [
+            ("postgresql://app:%s@h1,h2/shop?target_session_attrs=read_write", ["target_session_attrs=read_write"]),
+            ("postgresql+psycopg://app:%s@h1/shop?target_session_attrs=Primary", ["target_session_attrs=Primary"]),
+            ("postgresql://app:%s@h1/shop?target_session_attrs=", ["target_session_attrs="]),
+            ("mysql://app:%s@h1,h2/shop?target_session_attrs=read-only", ["target_session_attrs=read-only", "read-write"]),
+            ("mysql+mysqldb://app:%s@h1/shop?target_session_attrs=primary", ["target_session_attrs=primary"]),
+        ]:
+            self.assertRejected(url % (PASSWORD,), *fragments)
+        self.assertRejected("sqlite:///x.db?target_session_attrs=any", "unknown sqlite3 option target_session_attrs")
+
     def test_unknownScheme(self) -> None:
         self.assertRejected("oracle://app:%s@db/shop" % (PASSWORD,), "unknown scheme 'oracle'", "postgresql")
         self.assertRejected("http://app:%s@db/shop" % (PASSWORD,), "'http'")
@@ -497,6 +715,13 @@ class ErrorTests(SynchronousTestCase):
             PASSWORD + "@x",
             "ab@" + PASSWORD,
             "99999/" + PASSWORD,
+            # With a comma before the '/', what hyperlink would take for
+            # the host is a host list.
+            "ab,cd/" + PASSWORD,
+            "12,34/" + PASSWORD,
+            "12,:34/" + PASSWORD,
+            "12,,34/" + PASSWORD,
+            "ab@cd," + PASSWORD,
         ]:
             url = "postgresql://app:%s@db/shop" % (password,)
             error = self.assertRejected(url, "percent-encode", secret=password)
@@ -740,6 +965,29 @@ class Psycopg2RoundTripTests(_ServerRoundTrip):
         ident = '"%s"' % (user.replace('"', '""'),)
         self.addCleanup(server.admin_sql, "DROP ROLE IF EXISTS %s" % (ident,))
         server.admin_sql("CREATE ROLE %s LOGIN PASSWORD '%s'" % (ident, password.replace("'", "''")))
+
+
+    @defer.inlineCallbacks
+    def test_hostListSkipsADeadHost(self) -> Any:
+        """
+        libpq takes the multi-host keywords a host list gives: with nothing
+        listening on the first host's port, it connects to the second.
+        """
+        server: Any = self.server
+        dead = free_port()
+        url = "%s://%s:%s@127.0.0.1:%d,127.0.0.1:%d/%s?target_session_attrs=read-write&cp_max=1" % (
+            self.scheme,
+            q(server.user),
+            q(server.password),
+            dead,
+            server.port,
+            q(server.database),
+        )
+        pool = yield self.select_one(url)
+        self.assertEqual(pool.connkw["host"], "127.0.0.1,127.0.0.1")
+        self.assertEqual(pool.connkw["port"], "%d,%d" % (dead, server.port))
+        self.assertEqual(pool.connkw["target_session_attrs"], "read-write")
+        self.assertNotIn(server.password, repr(pool))
 
 
 class PsycopgRoundTripTests(Psycopg2RoundTripTests):

@@ -2,7 +2,8 @@
 DATABASE_URL-style URLs: which driver, its C{connect()} keywords, and
 the pool's C{cp_*} options.
 
-    scheme://[user[:password]@][host][:port][/database][?name=value&...]
+    scheme://[user[:password]@][hosts][/database][?name=value&...]
+    hosts = host[:port] | host[:port],host[:port][,...]
 
   - C{postgresql://} and C{postgres://} use psycopg2,
     C{postgresql+psycopg2://} too, C{postgresql+psycopg://} psycopg 3.
@@ -17,6 +18,27 @@ the pool's C{cp_*} options.
   - C{sqlite:///relative/path}, C{sqlite:////absolute/path}; C{sqlite://}
     and C{sqlite:///:memory:} are a memory database.
 
+Several hosts, separated by commas
+(C{postgresql://app@h1:5432,h2:5433/shop?target_session_attrs=read-write}),
+are tried in order, as libpq does:
+
+  - for PostgreSQL they become libpq's multi-host keywords, text:
+    C{host="h1,h2"}, C{port="5432,5433"}.  A host written without a port
+    has an empty entry in the port list (C{h1,h2:5433} gives
+    C{port=",5433"}), which libpq reads as its default port, as libpq's
+    own URIs do; when no host has a port, there is no C{port} (libpq's
+    default, or C{?port=} for every host).  Entries may be IPv6 addresses
+    in brackets or percent-encoded socket directories.
+  - for MySQL and MariaDB they become the same text lists, C{host="h1,h2"}
+    and C{port="3306,3307"}, with 3306 for a host written without a port,
+    which txreconnect's MySQL driver layer splits and tries in order.
+  - an sqlite URL has no host, let alone a list of them.
+
+C{target_session_attrs} picks the server a connection may stay on: for
+PostgreSQL one of libpq's C{any}, C{read-write}, C{read-only},
+C{primary}, C{standby} and C{prefer-standby}; for MySQL and MariaDB
+C{any} or C{read-write}.
+
 The user name, password, host, database and query values are
 percent-decoded (C{urllib.parse.quote(password, safe="")} encodes a
 password; a C{+} stays a plus, as in libpq's URIs); an IPv6 host is
@@ -28,8 +50,8 @@ Query parameters named C{cp_*} are the pool's options, converted from
 text: integers for C{cp_min}, C{cp_max} and C{cp_replays}; seconds for
 C{cp_health_check}, C{cp_max_lifetime} and C{cp_stall_timeout}, where
 C{none} or C{off} turns the feature off; C{true}/C{false} (also
-C{yes}/C{no}, C{on}/C{off}, C{1}/C{0}) for C{cp_noisy} and
-C{cp_reconnect}; text for C{cp_name} and C{cp_good_sql}.
+C{yes}/C{no}, C{on}/C{off}, C{1}/C{0}) for C{cp_noisy}, C{cp_reconnect}
+and C{cp_follow_writer}; text for C{cp_name} and C{cp_good_sql}.
 C{cp_policy=fail_fast} or C{cp_policy=wait} picks the reconnect policy,
 and C{cp_wait_initial_delay}, C{cp_wait_factor}, C{cp_wait_max_delay} and
 C{cp_wait_deadline} (seconds, or C{none}) tune L{WaitForDatabase}.
@@ -52,6 +74,7 @@ never contains the password.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Tuple
 from urllib.parse import unquote
@@ -125,6 +148,15 @@ def _text_or_none(name: str, text: str) -> Optional[str]:
     return None if text.lower() == "none" else text
 
 
+def _one_of(*values: str) -> _Converter:
+    def convert(name: str, text: str) -> str:
+        if text not in values:
+            raise ConfigurationError("%s=%s is not one of %s" % (name, text, ", ".join(values)))
+        return text
+
+    return convert
+
+
 # --- what the URL can say --------------------------------------------------------
 
 #: the pool's options, by their query parameter names
@@ -139,6 +171,7 @@ _POOL_OPTIONS: Dict[str, _Converter] = {
     "cp_health_check": _seconds(allow_zero=True, allow_none=True),
     "cp_max_lifetime": _seconds(allow_none=True),
     "cp_stall_timeout": _seconds(allow_none=True),
+    "cp_follow_writer": _boolean,
 }
 
 #: pool options that are Python objects, given to from_url() instead
@@ -176,20 +209,35 @@ class _Driver(NamedTuple):
     #: whether options missing from C{options} are refused, rather than
     #: passed on as text
     only_known: bool = False
+    #: in a host list's ports, the port of a host written without one;
+    #: L{None} leaves its entry empty (libpq's default port), and leaves
+    #: the port out when no host has one
+    list_port: Optional[int] = None
 
 
 _LIBPQ = {"host": "host", "port": "port", "user": "user", "password": "password", "database": "dbname"}
 _MYSQL = {"host": "host", "port": "port", "user": "user", "password": "password", "database": "database"}
-#: options PyMySQL and mysqlclient share
-_MYSQL_OPTIONS: Dict[str, _Converter] = dict(
-    port=_integer(1), client_flag=_integer(0), autocommit=_boolean, local_infile=_boolean
+#: libpq 15's target_session_attrs
+_LIBPQ_OPTIONS: Dict[str, _Converter] = dict(
+    target_session_attrs=_one_of("any", "read-write", "read-only", "primary", "standby", "prefer-standby")
 )
+#: options PyMySQL and mysqlclient share (target_session_attrs is
+#: txreconnect's MySQL driver layer's, which takes these two)
+_MYSQL_OPTIONS: Dict[str, _Converter] = dict(
+    port=_integer(1),
+    client_flag=_integer(0),
+    autocommit=_boolean,
+    local_infile=_boolean,
+    target_session_attrs=_one_of("any", "read-write"),
+)
+#: MySQL's port, for a host of a list written without one
+_MYSQL_PORT = 3306
 
 _DRIVERS = {
     driver.module: driver
     for driver in [
-        _Driver("psycopg2", _LIBPQ, {}),
-        _Driver("psycopg", _LIBPQ, {}),
+        _Driver("psycopg2", _LIBPQ, _LIBPQ_OPTIONS),
+        _Driver("psycopg", _LIBPQ, _LIBPQ_OPTIONS),
         # pymysql.connections.Connection.__init__
         _Driver(
             "pymysql",
@@ -204,6 +252,7 @@ _DRIVERS = {
                 ssl_verify_cert=_boolean,
                 ssl_verify_identity=_boolean,
             ),
+            list_port=_MYSQL_PORT,
         ),
         # MySQLdb.connections.Connection.__init__ (timeouts are C unsigned ints)
         _Driver(
@@ -217,6 +266,7 @@ _DRIVERS = {
                 compress=_boolean,
                 multi_statements=_boolean,
             ),
+            list_port=_MYSQL_PORT,
         ),
         # sqlite3.connect
         _Driver(
@@ -257,6 +307,9 @@ _PARSE_ERRORS = (
     ("invalid host", "the host is not valid"),
     ("one or more reserved delimiters", "the host is not valid"),
 )
+
+#: a URL's authority, as hyperlink finds it
+_AUTHORITY = re.compile(r"^(?:[^:/?#]+:)?//(?P<authority>[^/?#]*)")
 
 _ENCODING_HINT = (
     " (in a user name or password, percent-encode '@', ':', '/', '?', '#' and '%': "
@@ -336,6 +389,45 @@ def parse_url(url: str) -> ParsedURL:
     raise ConfigurationError("invalid database URL: %s" % (message,)) from None
 
 
+def _from_text(text: str) -> Tuple[URL, Optional[str]]:
+    """
+    Split C{text} with hyperlink.
+
+    @return: the URL and L{None}, or a placeholder URL and what is wrong,
+        in our words: hyperlink's message quotes the URL, password and
+        all, so it is never shown.
+    """
+    try:
+        return URL.from_text(text), None
+    except (ValueError, TypeError) as error:
+        message = str(error)
+        problem = next(
+            (ours for theirs, ours in _PARSE_ERRORS if message.startswith(theirs)),
+            "it cannot be parsed",
+        )
+        return URL(), problem
+
+
+def _split_host_list(text: str) -> Tuple[str, Optional[List[str]]]:
+    """
+    Take a host list (C{h1:5432,h2:5433}), which hyperlink cannot parse,
+    out of a URL.  The hosts are what follows the authority's last C{@},
+    so that a comma in the password is no host list.
+
+    @return: the URL without its host list (its authority ends with the
+        C{@}, if any), and the list's entries as written; or the URL as it
+        is and L{None}, when there is no list.
+    """
+    match = _AUTHORITY.match(text)
+    if match is None:
+        return text, None
+    start = match.start("authority") + match.group("authority").rfind("@") + 1
+    hosts = text[start : match.end("authority")]
+    if "," not in hosts:
+        return text, None
+    return text[:start] + text[match.end("authority") :], hosts.split(",")
+
+
 class _Parser:
     """
     One URL being parsed; it remembers the secrets it saw, so that no
@@ -345,6 +437,8 @@ class _Parser:
     def __init__(self, text: str) -> None:
         self.text = text
         self.secrets: List[str] = []
+        #: the host list's entries as written, or None: no list
+        self.host_list: Optional[List[str]] = None
         # The password as typed, found without a parser, in case the
         # parser cannot make sense of the URL.
         authority = text.partition("://")[2]
@@ -379,7 +473,7 @@ class _Parser:
             raise ConfigurationError("%r must be followed by '//'" % (url.scheme + ":",))
         if url.fragment:
             raise ConfigurationError("a database URL has no '#fragment'" + _ENCODING_HINT)
-        parts = self._sqlite(url) if driver.module == "sqlite3" else self._server(url)
+        parts = self._sqlite(url) if driver.module == "sqlite3" else self._server(url, driver)
         connect = {driver.keywords[part]: value for part, value in parts.items()}
         pool = self._query(url, driver, connect)
         for key, value in driver.defaults.items():
@@ -391,16 +485,8 @@ class _Parser:
         @return: the URL, split by hyperlink.
         @raise ConfigurationError: hyperlink cannot split it.
         """
-        try:
-            url = URL.from_text(self.text)
-            problem = None
-        except (ValueError, TypeError) as error:
-            # hyperlink's message quotes the URL: translate, never show.
-            message = str(error)
-            problem = next(
-                (ours for theirs, ours in _PARSE_ERRORS if message.startswith(theirs)),
-                "it cannot be parsed",
-            )
+        text, self.host_list = _split_host_list(self.text)
+        url, problem = _from_text(text)
         if problem is not None:
             raise ConfigurationError(problem + _ENCODING_HINT)
         if not url.scheme:
@@ -422,9 +508,12 @@ class _Parser:
             pass
         raise ConfigurationError("the %s is not UTF-8 once percent-decoded" % (what,))
 
-    def _server(self, url: URL) -> Dict[str, Any]:
+    def _server(self, url: URL, driver: _Driver) -> Dict[str, Any]:
         """
-        @return: the host, port, user, password and database the URL gives.
+        @param driver: the driver, which decides how a host list's ports
+            are written.
+        @return: the host, port, user, password and database the URL gives
+            (for a host list, the C{host} and C{port} lists as text).
         """
         parts: Dict[str, Any] = {}
         user, _, password = url.userinfo.partition(":")
@@ -434,6 +523,11 @@ class _Parser:
         if password:
             parts["password"] = self._decode(password, "password")
             self._keep_secret(parts["password"])
+        if self.host_list is not None:
+            if url.host or url.port is not None:
+                # What hyperlink took for a host is part of the password.
+                raise ConfigurationError("the host is not valid" + _ENCODING_HINT)
+            parts.update(self._hosts(self.host_list, driver))
         if url.host:
             parts["host"] = self._decode(url.host, "host")
         if url.port is not None:
@@ -455,10 +549,60 @@ class _Parser:
             parts["database"] = self._decode(path[0], "database name")
         return parts
 
+    def _hosts(self, entries: List[str], driver: _Driver) -> Dict[str, str]:
+        """
+        @param entries: a host list's entries, as written.
+        @return: the C{host} and C{port} lists, as text.
+        """
+        hosts = []
+        ports = []
+        for number, entry in enumerate(entries, 1):
+            host, port = self._host_entry(entry, "host %d of %d in the host list" % (number, len(entries)))
+            hosts.append(host)
+            if port is None and driver.list_port is not None:
+                port = driver.list_port
+            ports.append("" if port is None else str(port))
+        parts = {"host": ",".join(hosts)}
+        if any(ports):
+            parts["port"] = ",".join(ports)
+        return parts
+
+    def _host_entry(self, entry: str, which: str) -> Tuple[str, Optional[int]]:
+        """
+        @param entry: one host of a list, as written: C{host}, C{host:port},
+            C{[IPv6]}, C{[IPv6]:port} or a percent-encoded socket directory.
+        @param which: the entry, for messages (which never quote it: with
+            an unencoded C{/} in the password, it may be part of it).
+        @return: the host, percent-decoded, and the port, if written.
+        """
+        if not entry:
+            raise ConfigurationError("%s is empty (write h1:port,h2:port)%s" % (which, _ENCODING_HINT))
+        url, problem = _from_text("//" + entry)
+        if problem is not None:
+            raise ConfigurationError("%s: %s%s" % (which, problem, _ENCODING_HINT))
+        if url.port is not None:
+            # hyperlink's int() also takes signs, spaces and other digits.
+            written = entry.rpartition(":")[2]
+            if not (written.isascii() and written.isdigit()):
+                raise ConfigurationError("%s: the port is not a number%s" % (which, _ENCODING_HINT))
+            if not 0 < url.port < 65536:
+                raise ConfigurationError("%s: the port is out of range (1-65535)%s" % (which, _ENCODING_HINT))
+        if not url.host:
+            raise ConfigurationError("%s has no host name%s" % (which, _ENCODING_HINT))
+        host = self._decode(url.host, "name of " + which)
+        if "," in host:
+            raise ConfigurationError("%s holds a ',' once percent-decoded" % (which,))
+        return host, url.port
+
     def _sqlite(self, url: URL) -> Dict[str, Any]:
         """
         @return: the database file (or C{:memory:}) the URL gives.
         """
+        if self.host_list is not None:
+            raise ConfigurationError(
+                "an sqlite URL has no host list (nor user, host or port): sqlite:///relative/path, "
+                "sqlite:////absolute/path or sqlite:// (memory)"
+            )
         if url.userinfo or url.host or url.port is not None:
             raise ConfigurationError(
                 "an sqlite URL has no user, host or port: sqlite:///relative/path, "
@@ -505,7 +649,10 @@ class _Parser:
             if name.startswith("cp_"):
                 self._pool_option(name, value, pool, wait)
             elif name in from_url:
-                raise ConfigurationError("%s is given both in the URL and as ?%s=" % (name, name))
+                hint = ""
+                if name == "port" and self.host_list is not None:
+                    hint = " (a host list gives each host's port: h1:port,h2:port)"
+                raise ConfigurationError("%s is given both in the URL and as ?%s=%s" % (name, name, hint))
             elif name in driver.options:
                 connect[name] = driver.options[name](name, value)
             elif driver.only_known:
