@@ -15,14 +15,14 @@ import os
 import sys
 import threading
 from types import ModuleType
-from typing import Any, Dict, Tuple, Type, TypeVar
+from typing import Any, Dict, Protocol, Tuple, Type, TypeVar
 
 from twisted.internet import defer
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
 from txreconnect.testing._process import ServerNotAvailable, ThrowawayServer, SettingValue
 
-__all__ = ["destroy_shared", "private_server", "require_driver", "required", "shared_server", "warm"]
+__all__ = ["destroy_shared", "private_server", "require_driver", "required", "shared_server", "started", "warm"]
 
 _S = TypeVar("_S", bound=ThrowawayServer)
 
@@ -72,7 +72,16 @@ def require_driver(name: str) -> ModuleType:
         )
 
 
-def _start(server: _S) -> _S:
+class _Startable(Protocol):
+    def start(self) -> None: ...
+
+    def destroy(self) -> None: ...
+
+
+_T = TypeVar("_T", bound=_Startable)
+
+
+def _start(server: _T) -> _T:
     try:
         server.start()
     except ServerNotAvailable as e:
@@ -130,9 +139,24 @@ def private_server(
     @raise SkipTest: the server is not installed and we are not in CI.
     @raise RuntimeError: it is not installed and we are in CI.
     """
-    server = server_class(settings=settings)
-    testcase.addCleanup(server.destroy)
-    return _start(server)
+    return started(testcase, server_class(settings=settings))
+
+
+def started(testcase: SynchronousTestCase, thing: _T) -> _T:
+    """
+    Start C{thing} (a server, a L{PostgresCluster
+    <txreconnect.testing.PostgresCluster>}, a L{PgBouncer
+    <txreconnect.testing.PgBouncer>}: anything with C{start()} and
+    C{destroy()}) for this test alone; the test's cleanup destroys it,
+    even when the test fails.
+
+    @return: C{thing}, started.
+    @raise SkipTest: its binaries are not installed and we are not in CI;
+        the message says what to install.
+    @raise RuntimeError: they are not installed and we are in CI.
+    """
+    testcase.addCleanup(thing.destroy)
+    return _start(thing)
 
 
 def destroy_shared() -> None:

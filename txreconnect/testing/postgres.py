@@ -9,6 +9,7 @@ import functools
 import glob
 import os
 import signal
+import time
 from typing import Dict, List, Optional
 
 from txreconnect.testing._process import ThrowawayServer, find_binary
@@ -34,6 +35,71 @@ def _quote_literal(value: str) -> str:
 
 def _quote_ident(value: str) -> str:
     return '"' + value.replace('"', '""') + '"'
+
+
+def _children(pid: int) -> List[int]:
+    """
+    @return: the pids of C{pid}'s child processes (Linux C{/proc}; empty
+        elsewhere).
+    """
+    children = []
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return []
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % (entry,)) as f:
+                stat = f.read()
+        except OSError:
+            continue
+        # pid (comm) state ppid ...: comm may hold spaces and parentheses.
+        fields = stat.rsplit(")", 1)[-1].split()
+        if len(fields) > 1 and fields[1] == str(pid):
+            children.append(int(entry))
+    return children
+
+
+def _gone(pid: int) -> bool:
+    try:
+        with open("/proc/%d/stat" % (pid,)) as f:
+            return f.read().rsplit(")", 1)[-1].split()[0] in ("Z", "X")
+    except OSError:
+        return True
+
+
+def _kill_with_backends(server: PostgresServer, timeout: float = 10.0) -> None:
+    """
+    Kill a PostgreSQL server as a crashed machine would: the postmaster
+    and every backend at once, with SIGKILL, and wait until they are gone.
+
+    Killing the postmaster's process group is not enough: each backend leads a process group of its own (PostgreSQL calls C{setsid}
+    in every child), so its backends outlive it for a few tens of
+    milliseconds, long enough to answer a query (seen through PgBouncer).
+    Here the postmaster is stopped first (so it forks no more), its
+    children are killed, then the postmaster.
+    """
+    process = server._process
+    if process is None or process.poll() is not None:
+        return
+    try:
+        os.kill(process.pid, signal.SIGSTOP)
+    except ProcessLookupError:
+        return
+    children = _children(process.pid)
+    for child in children:
+        try:
+            os.kill(child, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+    ThrowawayServer.kill(server)  # the postmaster's process group
+    deadline = time.monotonic() + timeout
+    while not all(_gone(child) for child in children):
+        if time.monotonic() > deadline:
+            raise RuntimeError("%r: backends %s outlived SIGKILL" % (server, children))
+        time.sleep(0.01)
 
 
 class PostgresServer(ThrowawayServer):
@@ -155,3 +221,13 @@ class PostgresServer(ThrowawayServer):
             "password": self.password,
             "dbname": self.database,
         }
+
+    def kill(self) -> None:
+        """
+        Kill the server and every backend with SIGKILL, as a crashed
+        machine would, and wait until they are all gone (see
+        L{_kill_with_backends}).
+
+        @raise RuntimeError: a backend outlived SIGKILL for 10 s.
+        """
+        _kill_with_backends(self)
