@@ -15,7 +15,7 @@ from twisted.internet import defer, threads
 from twisted.trial.unittest import TestCase
 
 from txreconnect import ReconnectingConnectionPool, WaitForDatabase, WrongServerError
-from txreconnect.testing import MariaDBServer, private_server, require_driver
+from txreconnect.testing import MariaDBServer, PostgresCluster, private_server, require_driver, started
 from tests.support import warm
 from tests.writeload import WriteLoad
 
@@ -177,3 +177,140 @@ class MySQLdbFailoverTests(_MariaDBFailoverMixin):
 
 
 del _MariaDBFailoverMixin
+
+
+class _PostgresFailoverMixin(TestCase):
+    """
+    A primary and a streaming standby; the pool writes through libpq's
+    multi-host target while the standby takes over.
+    """
+
+    driver_name: ClassVar[str]
+
+    def setUp(self) -> None:
+        self.driver = require_driver(self.driver_name)
+        self.cluster = started(self, PostgresCluster(synchronous=True))
+        primary = self.cluster.primary
+        primary.admin_sql(
+            'CREATE TABLE items (id INTEGER PRIMARY KEY); ALTER TABLE items OWNER TO "%s"' % (primary.user,),
+            database=primary.database,
+        )
+
+    def make_pool(self, target_session_attrs: Any = "read-write", servers: Any = None, **kwargs: Any) -> ReconnectingConnectionPool:
+        options: Dict[str, Any] = dict(
+            self.cluster.multi_host_kwargs(self.driver_name, target_session_attrs, servers), cp_min=1, cp_max=4
+        )
+        options.update(kwargs)
+        pool = ReconnectingConnectionPool(self.driver_name, **options)
+        pool.start()
+        self.addCleanup(pool.close)
+        return pool
+
+    def ids(self, server: Any) -> Set[int]:
+        out = server.admin_sql("SELECT id FROM items", database=server.database)
+        return {int(line) for line in out.split()}
+
+    def in_thread(self, f: Any, *args: Any) -> "defer.Deferred[Any]":
+        return threads.deferToThread(f, *args)
+
+    @defer.inlineCallbacks
+    def test_writesFollowAFailoverUnderLoadWithNothingLostOrDoubled(self) -> Any:
+        """
+        Continuous writes through C{host=primary,standby
+        target_session_attrs=read-write}, waiting for the database: the
+        primary is killed and the standby promoted.  Writes resume on the
+        new primary within L{RESUME_BOUND} seconds of the promotion,
+        without restarting the pool; with synchronous replication every
+        acknowledged write is on the new primary; no id is stored twice;
+        only calls whose COMMIT was in flight fail, with
+        L{TransactionOutcomeUnknown}.
+        """
+        pool = self.make_pool(cp_policy=WaitForDatabase(deadline=120))
+        yield warm(pool)
+        load = WriteLoad(pool, callers=4)
+        load.start()
+        try:
+            yield load.wait_for_acks(100, RESUME_BOUND, "writes on the primary")
+            yield self.in_thread(self.cluster.kill_primary)
+            yield self.in_thread(self.cluster.promote)
+            promoted = time.monotonic()
+            took = yield load.wait_for_acks(100, RESUME_BOUND, "writes resuming on the new primary")
+        finally:
+            yield load.stop()
+        stored = self.ids(self.cluster.standby)
+        self.assertEqual(set(load.acked) - stored, set(), "acknowledged writes missing on the new primary")
+        self.assertTrue(load.acked_since(promoted), "no write after the promotion")
+        self.assertEqual(set(load.failure_types()) - {"TransactionOutcomeUnknown"}, set(), load.failure_types())
+        count = self.cluster.standby.admin_sql("SELECT count(*), count(DISTINCT id) FROM items", database=self.cluster.standby.database).split()
+        self.assertEqual(count[0], count[1])
+        self.assertLess(took, RESUME_BOUND)
+
+    @defer.inlineCallbacks
+    def test_oldPrimaryBackReadOnlyGetsTheWrongServerTreatment(self) -> Any:
+        """
+        The old primary turns read-only under its sessions and the standby
+        is promoted.  A pool that lists both with
+        C{target_session_attrs=read-write} meets SQLSTATE 25006, replaces
+        its connections without failing a call and writes on the new
+        primary; a pool pinned to the old primary's address gets
+        L{WrongServerError}, with the refusal chained.
+        """
+        primary, standby = self.cluster.primary, self.cluster.standby
+        listed = self.make_pool()
+        pinned = self.make_pool(target_session_attrs=None, servers=[primary])
+        yield warm(listed)
+        yield warm(pinned)
+        yield listed.runOperation("INSERT INTO items (id) VALUES (1)")
+        yield pinned.runOperation("INSERT INTO items (id) VALUES (2)")
+        yield self.in_thread(self.cluster.make_asynchronous)
+        yield self.in_thread(self.cluster.make_read_only, primary)
+        yield self.in_thread(self.cluster.promote)
+        yield defer.gatherResults(
+            [listed.runOperation("INSERT INTO items (id) VALUES (%s)", (i,)) for i in range(10, 30)],
+            consumeErrors=True,
+        )
+        self.assertEqual(self.ids(standby) - {1, 2}, set(range(10, 30)))
+        stats = listed.stats()
+        self.assertGreater(stats["wrong_server"], 0)
+        self.assertLessEqual(stats["wrong_server"], listed.max)
+        failure = yield self.assertFailure(pinned.runOperation("INSERT INTO items (id) VALUES (3)"), WrongServerError)
+        self.assertIn("read-only", str(failure))
+        self.assertEqual(self.cluster_sqlstate(failure.__cause__), "25006")
+        self.assertNotIn(primary.password, str(failure))
+
+    def cluster_sqlstate(self, error: Any) -> Any:
+        return getattr(error, "pgcode", None) or getattr(error, "sqlstate", None)
+
+    @defer.inlineCallbacks
+    def test_restartedOldPrimaryReadOnlyFailsPinnedWritesClearly(self) -> Any:
+        """
+        After a crash and failover, the old primary comes back read-only:
+        a pool pinned to its address reconnects, meets 25006 again on the
+        replay and gets L{WrongServerError}; the multi-host pool goes on
+        writing on the new primary.
+        """
+        primary = self.cluster.primary
+        listed = self.make_pool(cp_policy=WaitForDatabase(deadline=60))
+        pinned = self.make_pool(target_session_attrs=None, servers=[primary])
+        yield warm(listed)
+        yield warm(pinned)
+        yield self.in_thread(self.cluster.kill_primary)
+        yield self.in_thread(self.cluster.promote)
+        yield self.in_thread(self.cluster.restart_old_primary_read_only)
+        yield listed.runOperation("INSERT INTO items (id) VALUES (5)")
+        failure = yield self.assertFailure(pinned.runOperation("INSERT INTO items (id) VALUES (6)"), WrongServerError)
+        self.assertEqual(self.cluster_sqlstate(failure.__cause__), "25006")
+        self.assertEqual(pinned.stats()["replays"], 1)
+        self.assertIn(5, self.ids(self.cluster.standby))
+        self.assertNotIn(6, self.ids(primary) | self.ids(self.cluster.standby))
+
+
+class Psycopg2FailoverTests(_PostgresFailoverMixin):
+    driver_name = "psycopg2"
+
+
+class PsycopgFailoverTests(_PostgresFailoverMixin):
+    driver_name = "psycopg"
+
+
+del _PostgresFailoverMixin

@@ -6,7 +6,6 @@ and MariaDB (PyMySQL, mysqlclient) servers, with real faults.
 from __future__ import annotations
 
 import itertools
-import threading
 from typing import Any, Callable, ClassVar, Dict, List, Tuple, Type
 
 from twisted.enterprise import adbapi

@@ -106,7 +106,16 @@ class WriteLoad:
         @return: a Deferred firing with the seconds it took.
         """
         target = len(self.acked) + count
-        return until(lambda: len(self.acked) >= target, timeout, what)
+
+        def explain(failure: Failure) -> Failure:
+            if self.failed:
+                failure.value.args = (
+                    "%s; %d writes failed, the last with %s"
+                    % (failure.getErrorMessage(), len(self.failed), self.failed[-1][1].getErrorMessage()),
+                )
+            return failure
+
+        return until(lambda: len(self.acked) >= target, timeout, what).addErrback(explain)
 
     def failure_types(self) -> Dict[str, int]:
         """

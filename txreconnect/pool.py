@@ -593,7 +593,7 @@ class ReconnectingConnectionPool(adbapi.ConnectionPool):
             self._driver.ping(conn)
             return
         bound = self.ping_timeout if self.stall_timeout is None else min(self.ping_timeout, self.stall_timeout)
-        watch = self._watchdog.watch(tid, sid, bound)
+        self._watchdog.watch(tid, sid, bound)
         try:
             self._driver.ping(conn)
         finally:
