@@ -62,6 +62,8 @@ class Settings:
     direct_calls: int
     #: overhead: rounds of direct calls
     direct_rounds: int
+    #: overhead: calls of the longer callgrind run (the shorter: a sixth)
+    instruction_calls: int
     #: recovery: the databases (keys of L{Target}) it runs on
     recovery_databases: Tuple[str, ...]
     #: recovery: the pools' cp_max
@@ -92,12 +94,13 @@ class Settings:
     def full(cls) -> "Settings":
         return cls(
             smoke=False,
-            rounds=11,
+            rounds=21,
             window=0.25,
             inflight=(1, 4, 10),
             cp_max=10,
             direct_calls=20000,
             direct_rounds=15,
+            instruction_calls=1200,
             recovery_databases=("postgres", "mariadb"),
             recovery_cp_max=10,
             idle_timeout=1.0,
@@ -124,6 +127,7 @@ class Settings:
             cp_max=4,
             direct_calls=200,
             direct_rounds=2,
+            instruction_calls=60,
             recovery_databases=("postgres",),
             recovery_cp_max=4,
             idle_timeout=0.3,

@@ -32,6 +32,7 @@ from typing import Any, Callable, Dict, List, Sequence, Tuple
 from twisted.enterprise import adbapi
 from twisted.internet import defer
 
+from bench.instructions import run_in_thread
 from bench._common import (
     run_sql,
     ADBAPI,
@@ -285,9 +286,7 @@ def throughput(
         "this process's CPU time per call (all threads), ours minus "
         "adbapi's, median and IQR over rounds: it is what other programs "
         "on the machine disturb least. The last column is ours with "
-        "`cp_stall_timeout=None`: no stall watchdog, and for PyMySQL no "
-        "`read_timeout`/`write_timeout` (which the pool otherwise sets to "
-        "the stall bound).\n\n"
+        "`cp_stall_timeout=None`: no stall watchdog.\n\n"
         % (settings.cp_max, settings.rounds, settings.window)
         + markdown_table(
             [
@@ -521,6 +520,7 @@ def run(settings: Settings, targets: Sequence[Target]) -> Any:
         report, settings, [t for t in targets if t.server is None or t.key == "postgres"]
     )
     profile(report, settings, [t for t in targets if t.server is None or t.key == "postgres"])
+    yield run_in_thread(report, settings, targets)
     worst = min(
         (row["ours_vs_adbapi"]["ratio"]["median"] for row in report.data["throughput"]),
         default=float("nan"),

@@ -148,3 +148,37 @@ class SmokeTests(SynchronousTestCase):
         for picture in ("restart.png", "reconnect_jitter.png"):
             with open(os.path.join(self.out, picture), "rb") as f:
                 self.assertEqual(f.read(8), b"\x89PNG\r\n\x1a\n")
+
+
+class InstructionCountTests(SynchronousTestCase):
+    """
+    The benchmark's instruction counts: the child process runs a workload
+    under callgrind and an instruction count comes back.
+    """
+
+    def setUp(self) -> None:
+        import shutil
+
+        if shutil.which("valgrind") is None:
+            message = "valgrind is not installed (Debian: apt-get install valgrind)"
+            if required():
+                raise RuntimeError(message + " (CI requires it)")
+            raise SkipTest(message)
+
+    def test_childRunUnderCallgrindReportsItsInstructions(self) -> None:
+        """
+        Ten sqlite3 calls through each pool's public API, under callgrind,
+        give a positive instruction count; twenty give more.
+        """
+        sys.path.insert(0, ROOT)
+        self.addCleanup(sys.path.remove, ROOT)
+        from bench._common import ADBAPI, OURS, Target
+        from bench.instructions import _count
+
+        target = Target("sqlite", "SQLite :memory: (sqlite3)", "sqlite3")
+        args, kwargs = target.connect_args()
+        for pool in (ADBAPI.key, OURS.key):
+            spec = {"target": "sqlite", "driver": "sqlite3", "args": list(args), "kwargs": kwargs, "pool": pool, "workload": "txn3"}
+            few, more = _count(dict(spec, calls=10)), _count(dict(spec, calls=20))
+            self.assertGreater(few, 0)
+            self.assertGreater(more, few)
