@@ -162,8 +162,8 @@ class InstructionCountTests(SynchronousTestCase):
         if shutil.which("valgrind") is None:
             message = "valgrind is not installed (Debian: apt-get install valgrind)"
             if required():
-                raise RuntimeError(message + " (CI requires it)")
-            raise SkipTest(message)
+                raise RuntimeError(message + " (CI requires it: this is a failure, not a skip)")
+            raise SkipTest(message + " (outside CI only; in CI this fails)")
 
     def test_childRunUnderCallgrindReportsItsInstructions(self) -> None:
         """

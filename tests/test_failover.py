@@ -14,7 +14,7 @@ from typing import Any, ClassVar, Dict, List, Set
 from twisted.internet import defer, threads
 from twisted.trial.unittest import TestCase
 
-from txreconnect import ReconnectingConnectionPool, WaitForDatabase, WrongServerError
+from txreconnect import DisconnectionError, ReconnectingConnectionPool, WaitForDatabase, WrongServerError
 from txreconnect.testing import MariaDBServer, PostgresCluster, private_server, require_driver, started
 from tests.support import warm
 from tests.writeload import WriteLoad
@@ -32,13 +32,11 @@ class _MariaDBFailoverMixin(TestCase):
 
     driver_name: ClassVar[str]
 
-    @defer.inlineCallbacks
-    def setUp(self) -> Any:
+    def setUp(self) -> None:
         self.driver = require_driver(self.driver_name)
         self.servers = [private_server(self, MariaDBServer), private_server(self, MariaDBServer)]
         for server in self.servers:
             server.admin_sql("CREATE TABLE `%s`.items (id INTEGER PRIMARY KEY)" % (server.database,))
-        yield None
 
     def make_pool(self, servers: List[MariaDBServer], **kwargs: Any) -> ReconnectingConnectionPool:
         first = servers[0].connect_kwargs(self.driver_name)
@@ -119,8 +117,6 @@ class _MariaDBFailoverMixin(TestCase):
         L{DisconnectionError} that says no writable server could be used;
         waiting for the database, the call waits until a writer is back.
         """
-        from txreconnect import DisconnectionError
-
         first = self.servers[0]
         pool = self.make_pool([first], target_session_attrs="read-write")
         yield pool.runOperation("INSERT INTO items (id) VALUES (1)")

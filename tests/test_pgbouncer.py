@@ -149,6 +149,8 @@ class _PgBouncerMixin(TestCase):
         cost = yield self.run_events(pool, load)
         for name, spent in cost.items():
             self.assertLessEqual(spent["replays"], CP_MAX, (name, cost))
+        # KILL closes every connection, and PgBouncer takes the next at once.
+        self.assertGreater(cost["KILL"]["replays"], 0, cost)
         self.assertEqual(cost["RECONNECT"], {"replays": 0, "failures": 0})
         self.assertEqual(
             set(load.failure_types()) - {"DisconnectionError", "TransactionOutcomeUnknown"},

@@ -69,10 +69,7 @@ class _Connection(adbapi.Connection):
         """
         if not self.statement_ran:
             self.statement_ran = True
-            try:
-                self.autocommit = self._pool._driver.is_autocommit(self._connection)
-            except Exception:
-                self.autocommit = True  # cannot tell: assume the worst
+            self.autocommit = self._pool._driver.is_autocommit(self._connection)
 
     def rollback(self) -> None:
         self._connection.rollback()
@@ -395,8 +392,9 @@ class ReconnectingConnectionPool(adbapi.ConnectionPool):
     ) -> bool:
         """
         Decide what follows an attempt that raised C{error}: roll back and
-        pass an error that is not a disconnection on, replay the call, or
-        raise L{DisconnectionError} or L{TransactionOutcomeUnknown}.
+        pass an error that is not a disconnection (nor a wrong server) on,
+        replay the call, or raise L{DisconnectionError},
+        L{TransactionOutcomeUnknown} or L{WrongServerError}.
 
         @param function: the user's interaction or function; whether it is
             marked L{idempotent} is looked up only here, off the path of
@@ -416,7 +414,8 @@ class ReconnectingConnectionPool(adbapi.ConnectionPool):
             self._rollback(conn)
             return False
         unknown = conn.commit_started or (
-            conn.statement_ran and (self._autocommit(raw) if conn.autocommit is None else conn.autocommit)
+            conn.statement_ran
+            and (self._driver.is_autocommit(raw) if conn.autocommit is None else conn.autocommit)
         )
         bound = self.stall_timeout
         stalled = (
@@ -482,12 +481,6 @@ class ReconnectingConnectionPool(adbapi.ConnectionPool):
             if not self._driver.is_disconnect(error, raw):
                 self._log.failure("{pool!r}: rollback failed; discarding the connection", pool=self)
             self._lost(raw)
-
-    def _autocommit(self, raw: Any) -> bool:
-        try:
-            return self._driver.is_autocommit(raw)
-        except Exception:
-            return True  # cannot tell: assume the worst
 
     def _lost(self, raw: Any, wrong_server: bool = False) -> bool:
         """

@@ -191,7 +191,7 @@ class MySQLProtocolDriver(Driver):
         """
         pairs, rest, writer = _targets(connkw)
         skipped = []
-        for index, (host, port) in enumerate(pairs):
+        for host, port in pairs:
             where = dict(rest)
             if host is not None:
                 where["host"] = host
@@ -216,11 +216,15 @@ class MySQLProtocolDriver(Driver):
 
     def wants_writer(self, connargs: Sequence[Any], connkw: Dict[str, Any]) -> bool:
         """
+        Read the host list as L{connect} will, so that a malformed one is
+        reported when the pool is made.
+
         @param connargs: unused.
         @param connkw: the keyword arguments.
         @return: whether C{target_session_attrs} is C{"read-write"}.
+        @raise ConfigurationError: a malformed host list or target.
         """
-        return connkw.get("target_session_attrs") == "read-write"
+        return _targets(connkw)[2]
 
     def is_wrong_server(self, exc: BaseException, wants_writer: bool) -> bool:
         """
