@@ -84,6 +84,7 @@ LIBPQ_MESSAGES = [
     "consuming input failed: server closed the connection unexpectedly",
     "the connection is lost",
     "the connection is closed",
+    "connection socket closed",
 ]
 
 # SQLSTATEs after which PostgreSQL has ended the session.

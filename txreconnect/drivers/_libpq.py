@@ -70,10 +70,14 @@ LIBPQ_FRAGMENTS: Tuple[str, ...] = (
     "connection already closed",
     # psycopg 3: _connection_base.py ("the connection is closed"),
     # pq/pq_ctypes.py ("the connection is lost"), generators.py
-    # ("connection is bad: ...").
+    # ("connection is bad: ..."), waiting.py ("connection socket closed":
+    # poll() or select() reported an error or hang-up on the socket, as
+    # when the server's RST arrives while psycopg waits to send; the
+    # connection is not marked closed).
     "the connection is closed",
     "the connection is lost",
     "connection is bad",
+    "connection socket closed",
 )
 
 # SQLSTATE read_only_sql_transaction: a write refused by a read-only server
