@@ -303,6 +303,20 @@ class ThrowawayServer:
             self._bootstrap()
         _log.info("{server!r} started", server=self)
 
+    def pids(self) -> List[int]:
+        """
+        @return: the server's processes: its main process and every
+            process descended from it (PostgreSQL's backends), while it
+            runs (Linux C{/proc}; elsewhere only the main process).
+        """
+        process = self._process
+        if process is None or process.poll() is not None:
+            return []
+        found = [process.pid]
+        for pid in found:  # grows as it goes: breadth first
+            found.extend(children(pid))
+        return found
+
     def stop(self) -> None:
         """
         Shut the server down cleanly, ending its sessions as an
@@ -428,6 +442,31 @@ class ThrowawayServer:
                 result.returncode, argv, result.stdout, result.stderr
             )
         return result.stdout
+
+
+def children(pid: int) -> List[int]:
+    """
+    @return: the pids of C{pid}'s child processes (Linux C{/proc}; empty
+        elsewhere).
+    """
+    children = []
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return []
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % (entry,)) as f:
+                stat = f.read()
+        except OSError:
+            continue
+        # pid (comm) state ppid ...: comm may hold spaces and parentheses.
+        fields = stat.rsplit(")", 1)[-1].split()
+        if len(fields) > 1 and fields[1] == str(pid):
+            children.append(int(entry))
+    return children
 
 
 def _wait_for_group_exit(pgid: int, timeout: float) -> None:

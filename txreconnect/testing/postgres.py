@@ -12,7 +12,7 @@ import signal
 import time
 from typing import Dict, List, Optional
 
-from txreconnect.testing._process import ThrowawayServer, find_binary
+from txreconnect.testing._process import ThrowawayServer, children as _children, find_binary
 
 __all__ = ["PostgresServer"]
 
@@ -35,31 +35,6 @@ def _quote_literal(value: str) -> str:
 
 def _quote_ident(value: str) -> str:
     return '"' + value.replace('"', '""') + '"'
-
-
-def _children(pid: int) -> List[int]:
-    """
-    @return: the pids of C{pid}'s child processes (Linux C{/proc}; empty
-        elsewhere).
-    """
-    children = []
-    try:
-        entries = os.listdir("/proc")
-    except OSError:
-        return []
-    for entry in entries:
-        if not entry.isdigit():
-            continue
-        try:
-            with open("/proc/%s/stat" % (entry,)) as f:
-                stat = f.read()
-        except OSError:
-            continue
-        # pid (comm) state ppid ...: comm may hold spaces and parentheses.
-        fields = stat.rsplit(")", 1)[-1].split()
-        if len(fields) > 1 and fields[1] == str(pid):
-            children.append(int(entry))
-    return children
 
 
 def _gone(pid: int) -> bool:
