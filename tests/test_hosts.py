@@ -107,6 +107,21 @@ class MySQLHostSelectionTests(SynchronousTestCase):
         )
         self.assertEqual(driver.module.calls[1]["user"], "app")
 
+    def test_everyHostIsOpenedThroughTheGivenConnectFunction(self) -> None:
+        """
+        Given the pool's C{dbapi.connect}, every host is opened through it
+        rather than through the module's own C{connect()}.
+        """
+        driver = self.driver({("b", 3307): _Server()})
+        through: List[Any] = []
+
+        def dbapi_connect(*args: Any, **kwargs: Any) -> Any:
+            through.append(kwargs["host"])
+            return driver.module.connect(*args, **kwargs)
+
+        driver.connect((), {"host": "a,b", "port": "3306,3307"}, dbapi_connect)
+        self.assertEqual(through, ["a", "b"])
+
     def test_listsAndOnePortForAllHostsAreAccepted(self) -> None:
         """
         C{host} may be a list, and one port serves every host.

@@ -209,6 +209,37 @@ class RunLoopTests(TestCase):
         yield self.assertFailure(pool.runQuery("SELECT 1"), ValueError)
         self.assertRaises(sqlite3.ProgrammingError, opened[0].execute, "SELECT 1")
 
+    @defer.inlineCallbacks
+    def test_connectionsAreOpenedThroughPoolDbapiConnectAsAdbapiDoes(self) -> Any:
+        """
+        Like C{adbapi}, the pool opens connections with C{pool.dbapi.connect},
+        so a C{dbapi} replaced on the pool (to count or instrument connects)
+        sees every attempt, also the reconnect after a lost connection.
+        """
+        real = self.pool.dbapi
+        attempts: List[Any] = []
+
+        class Counting:
+            def __getattr__(self, name: str) -> Any:
+                return getattr(real, name)
+
+            def connect(self, *args: Any, **kwargs: Any) -> Any:
+                attempts.append(args)
+                return real.connect(*args, **kwargs)
+
+        self.pool.dbapi = Counting()  # the thread's connection is open (setUp)
+        attempt = itertools.count(1)
+
+        def interaction(txn: Any) -> None:
+            txn.execute("INSERT INTO items VALUES (1)")
+            if next(attempt) == 1:
+                self.lose(txn)
+            txn.execute("SELECT 1")
+
+        yield self.pool.runInteraction(interaction)
+        self.assertEqual([(self.path,)], attempts)  # the reconnect
+        self.assertEqual(self.pool.stats()["opened"], 2)
+
     def test_disconnectOfAnAlreadyDiscardedConnectionDoesNotRaise(self) -> None:
         """
         Unlike adbapi's, C{disconnect} of a connection that is no longer

@@ -609,7 +609,7 @@ class ReconnectingConnectionPool(adbapi.ConnectionPool):
         if self.threadID() in self._replacing or self._outage.state != UP:
             self._stats.add("reconnect_attempts")
         try:
-            conn = self._driver.connect(self.connargs, self.connkw)
+            conn = self._driver.connect(self.connargs, self.connkw, self.dbapi.connect)
         except self.dbapi.Error:
             self._stats.add("connect_failures")
             raise

@@ -13,7 +13,7 @@ drivers txreconnect does not know.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Dict, Optional, Sequence, Tuple, Type
+from typing import Any, Callable, ClassVar, Dict, Optional, Sequence, Tuple, Type
 
 # Fragments of the messages drivers use when the connection is gone,
 # compared in lower case.  The wording comes from the drivers this package
@@ -138,20 +138,29 @@ class Driver:
             return verdict
         return self._says_disconnect(exc)
 
-    def connect(self, connargs: Sequence[Any], connkw: Dict[str, Any]) -> Any:
+    def connect(
+        self,
+        connargs: Sequence[Any],
+        connkw: Dict[str, Any],
+        dbapi_connect: Optional[Callable[..., Any]] = None,
+    ) -> Any:
         """
         Open a connection: the one place where the pool calls the driver's
         C{connect()}, so that a driver without a host list of its own can
         be given one (see L{MySQLProtocolDriver.connect}).
 
-        Generic: C{module.connect(*connargs, **connkw)}.
+        Generic: C{dbapi_connect(*connargs, **connkw)}.
 
         @param connargs: the positional arguments the user gave.
         @param connkw: the keyword arguments, with L{connect_defaults}.
+        @param dbapi_connect: the function that opens one connection: the
+            pool's C{dbapi.connect}, as C{adbapi} calls it, so that a
+            replaced C{pool.dbapi} sees every attempt (default: the
+            module's own C{connect}).
         @return: a new DB-API connection.
         @raise Exception: the driver's error if no connection could be had.
         """
-        return self.module.connect(*connargs, **connkw)
+        return (dbapi_connect or self.module.connect)(*connargs, **connkw)
 
     def wants_writer(self, connargs: Sequence[Any], connkw: Dict[str, Any]) -> bool:
         """

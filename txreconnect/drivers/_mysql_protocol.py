@@ -8,7 +8,7 @@ L{Driver} at construction.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Dict, FrozenSet, List, Optional, Sequence, Tuple
+from typing import Any, Callable, ClassVar, Dict, FrozenSet, List, Optional, Sequence, Tuple
 
 from txreconnect.drivers._base import Driver, _message
 from txreconnect.errors import ConfigurationError
@@ -171,7 +171,12 @@ class MySQLProtocolDriver(Driver):
             exc, self._errors("OperationalError", "InterfaceError", "ProgrammingError")
         )
 
-    def connect(self, connargs: Sequence[Any], connkw: Dict[str, Any]) -> Any:
+    def connect(
+        self,
+        connargs: Sequence[Any],
+        connkw: Dict[str, Any],
+        dbapi_connect: Optional[Callable[..., Any]] = None,
+    ) -> Any:
         """
         Open a connection to the first server of the host list that
         answers, and, with C{target_session_attrs="read-write"}, that is
@@ -182,6 +187,8 @@ class MySQLProtocolDriver(Driver):
         @param connargs: the positional arguments the user gave.
         @param connkw: the keyword arguments; C{host} and C{port} may be
             lists or comma-separated strings.
+        @param dbapi_connect: the function that opens one connection (see
+            L{Driver.connect}).
         @return: a new connection.
         @raise ConfigurationError: a malformed host list or target.
         @raise Exception: the driver's C{OperationalError} (error 2003)
@@ -190,6 +197,7 @@ class MySQLProtocolDriver(Driver):
             listed.
         """
         pairs, rest, writer = _targets(connkw)
+        opener = dbapi_connect or self.module.connect
         skipped = []
         for host, port in pairs:
             where = dict(rest)
@@ -198,7 +206,7 @@ class MySQLProtocolDriver(Driver):
             if port is not None:
                 where["port"] = port
             try:
-                connection = self.module.connect(*connargs, **where)
+                connection = opener(*connargs, **where)
             except self.module.Error as error:
                 if len(pairs) == 1:
                     raise
