@@ -16,30 +16,18 @@ import threading
 import time
 from typing import Dict, Optional, Tuple
 
+from twisted.logger import Logger
+
 #: a socket as (descriptor, inode): the inode tells a reused descriptor
 SocketId = Tuple[int, int]
 
-from twisted.logger import Logger
+#: one watched call: when (C{time.monotonic()}) its socket is shut down,
+#: and the socket
+Watched = Tuple[float, SocketId]
 
-__all__ = ["SocketId", "Watch", "Watchdog", "socket_id"]
+__all__ = ["SocketId", "Watchdog", "socket_id"]
 
 _log = Logger()
-
-
-class Watch:
-    """
-    One watched call.
-
-    @ivar deadline: when (C{time.monotonic()}) its socket is shut down.
-    @ivar fired: whether that happened.
-    """
-
-    __slots__ = ("deadline", "socket", "fired")
-
-    def __init__(self, deadline: float, socket: SocketId) -> None:
-        self.deadline = deadline
-        self.socket = socket
-        self.fired = False
 
 
 def socket_id(fileno: Optional[int]) -> Optional[SocketId]:
@@ -92,37 +80,54 @@ class Watchdog:
         """
         self._name = name
         self._lock = threading.Lock()
-        self._watched: Dict[int, Watch] = {}
+        #: the watched calls, by the id of the thread that makes them.
+        #: Each pool thread sets and removes only its own entry, so no lock
+        #: is taken; the pool does it inline, without a method call, on the
+        #: path every call takes (after L{start}).
+        self.watched: Dict[int, Watched] = {}
+        #: the entries the watchdog has fired (each is fired once)
+        self._fired: Dict[int, Watched] = {}
         self._interval = 1.0
         self._stopping = threading.Event()
         self._thread: Optional[threading.Thread] = None
 
-    def watch(self, tid: int, sid: SocketId, seconds: float) -> Watch:
+    def start(self, seconds: float) -> None:
         """
-        Start watching the call that thread C{tid} makes on the socket
-        C{sid}.  Called by that thread only: each pool thread writes only
-        its own entry, so no lock is taken on this path, which every call
-        takes.
+        Start the watchdog thread unless it runs: before any entry is put
+        into L{watched} directly.
 
-        @param seconds: how long it may take.
-        @return: the watch, for L{unwatch}.
+        @param seconds: the bound of the calls it will watch (it looks at
+            them ten times per shortest bound, between every 50 ms and
+            every second).
         """
-        entry = Watch(time.monotonic() + seconds, sid)
-        self._watched[tid] = entry
+        interval = max(0.05, min(1.0, seconds / 10))
+        if interval < self._interval:
+            self._interval = interval
         if self._thread is None:
             with self._lock:
                 if self._thread is None:
-                    self._start(seconds)
-        return entry
+                    self._start()
+
+    def watch(self, tid: int, sid: SocketId, seconds: float) -> float:
+        """
+        Start watching the call that thread C{tid} makes on the socket
+        C{sid}; called by that thread only.
+
+        @param seconds: how long it may take.
+        @return: its deadline (C{time.monotonic()}).
+        """
+        deadline = time.monotonic() + seconds
+        self.watched[tid] = (deadline, sid)
+        self.start(seconds)
+        return deadline
 
     def unwatch(self, tid: int) -> None:
         """
         Stop watching the call of thread C{tid}; called by that thread.
         """
-        self._watched.pop(tid, None)
+        self.watched.pop(tid, None)
 
-    def _start(self, seconds: float) -> None:
-        self._interval = max(0.05, min(1.0, seconds / 10))
+    def _start(self) -> None:
         self._stopping.clear()
         self._thread = threading.Thread(
             target=self._run, name="%s watchdog" % (self._name,), daemon=True
@@ -141,15 +146,18 @@ class Watchdog:
 
     def _run(self) -> None:
         stopping = self._stopping
+        watched = self.watched
+        fired = self._fired
         while not stopping.wait(self._interval):
             now = time.monotonic()
             # A snapshot (list() of a dict is atomic in CPython); an entry
-            # is fired only if it is still its thread's current one.
-            for tid, entry in list(self._watched.items()):
-                if not entry.fired and entry.deadline <= now and self._watched.get(tid) is entry:
-                    entry.fired = True
-                    self._fire(entry)
+            # is fired once, and only if it is still its thread's current
+            # one (entries are never reused: a new call makes a new tuple).
+            for tid, entry in list(watched.items()):
+                if entry[0] <= now and fired.get(tid) is not entry and watched.get(tid) is entry:
+                    fired[tid] = entry
+                    self._fire(entry[1])
 
-    def _fire(self, entry: Watch) -> None:
+    def _fire(self, sid: SocketId) -> None:
         _log.warn("{name}: no answer from the database in time; shutting the socket down", name=self._name)
-        shutdown_socket(entry.socket)
+        shutdown_socket(sid)

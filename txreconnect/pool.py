@@ -21,7 +21,7 @@ from txreconnect._options import count, flag, optional_seconds
 from txreconnect._outage import UP, Outage, describe
 from txreconnect._replay import is_idempotent
 from txreconnect._stats import Stats
-from txreconnect._watchdog import SocketId, Watch, Watchdog, socket_id
+from txreconnect._watchdog import SocketId, Watchdog, socket_id
 from txreconnect.drivers import Driver, driver_for
 from txreconnect.errors import ConfigurationError, DisconnectionError, TransactionOutcomeUnknown, WrongServerError
 from txreconnect.policy import FailFast, ReconnectPolicy
@@ -358,24 +358,28 @@ class ReconnectingConnectionPool(adbapi.ConnectionPool):
         replayed = 0
         tid = _get_ident()
         bound = self.stall_timeout
+        watched = self._watchdog.watched
         while True:
             conn: _Connection = self.connectionFactory(self)
             birth = self._births.get(tid)
-            watch: Optional[Watch] = None
-            if bound is None or birth is None or birth.socket is None:
-                started = _monotonic()
-            else:
-                watch = self._watchdog.watch(tid, birth.socket, bound)
-                started = watch.deadline - bound
+            deadline: Optional[float] = None
+            watching = False
+            if bound is not None:
+                deadline = _monotonic() + bound
+                if birth is not None and birth.socket is not None:
+                    # The watchdog runs since the connection was born
+                    # (connect()); no method call on this path.
+                    watched[tid] = (deadline, birth.socket)
+                    watching = True
             try:
                 return body(self, conn, function, args, kw)
             except BaseException as error:
-                if not self._failed(error, conn, function, replay, replayed, started, watch, what):
+                if not self._failed(error, conn, function, replay, replayed, deadline, what):
                     raise
                 replayed += 1
             finally:
-                if watch is not None:
-                    self._watchdog.unwatch(tid)
+                if watching:
+                    watched.pop(tid, None)
                 if birth is not None and self.health_check is not None:
                     birth.last_used = _monotonic()
 
@@ -386,8 +390,7 @@ class ReconnectingConnectionPool(adbapi.ConnectionPool):
         function: Callable[..., Any],
         replay: bool,
         replayed: int,
-        started: float,
-        watch: Optional[Watch],
+        deadline: Optional[float],
         what: str,
     ) -> bool:
         """
@@ -403,6 +406,9 @@ class ReconnectingConnectionPool(adbapi.ConnectionPool):
             its outcome is known (C{runInteraction}: yes;
             C{runWithConnection}: no, it may commit by itself).
         @param replayed: how many times the call was replayed already.
+        @param deadline: when (C{time.monotonic()}) the attempt's
+            C{cp_stall_timeout} ran out (and the watchdog shut its socket
+            down), or L{None} without a bound.
         @return: L{True} to replay the call, L{False} to re-raise C{error}.
         """
         raw = conn._connection
@@ -418,11 +424,7 @@ class ReconnectingConnectionPool(adbapi.ConnectionPool):
             and (self._driver.is_autocommit(raw) if conn.autocommit is None else conn.autocommit)
         )
         bound = self.stall_timeout
-        stalled = (
-            not wrong
-            and bound is not None
-            and ((watch is not None and watch.fired) or _monotonic() - started >= bound)
-        )
+        stalled = not wrong and deadline is not None and _monotonic() >= deadline
         news = self._lost(raw, wrong)
         idempotent = is_idempotent(function)
         if wrong and conn.commit_started and not idempotent:
@@ -549,7 +551,9 @@ class ReconnectingConnectionPool(adbapi.ConnectionPool):
             self._discard(tid)
         conn = self.policy.open(self._outage, self._open)
         self.connections[tid] = conn
-        self._births[tid] = _Birth(self._generation, self.max_lifetime, self._socket_id(conn))
+        birth = self._births[tid] = _Birth(self._generation, self.max_lifetime, self._socket_id(conn))
+        if birth.socket is not None and self.stall_timeout is not None:
+            self._watchdog.start(self.stall_timeout)
         self._replacing.discard(tid)
         return conn
 
