@@ -7,6 +7,7 @@ statistics and markdown tables.
 from __future__ import annotations
 
 import datetime
+import math
 import os
 import platform
 import statistics
@@ -94,8 +95,8 @@ class Settings:
     def full(cls) -> "Settings":
         return cls(
             smoke=False,
-            rounds=21,
-            window=0.25,
+            rounds=400,
+            window=0.05,
             inflight=(1, 4, 10),
             cp_max=10,
             direct_calls=20000,
@@ -216,6 +217,9 @@ ADBAPI = Contender("adbapi", "adbapi.ConnectionPool", adbapi.ConnectionPool)
 ADBAPI_RECONNECT = Contender(
     "adbapi_reconnect", "adbapi.ConnectionPool(cp_reconnect=True)", adbapi.ConnectionPool, {"cp_reconnect": True}
 )
+#: a second adbapi pool, measured like the others: adbapi against itself
+#: shows how finely the machine can tell two pools apart (the noise floor)
+ADBAPI_CONTROL = Contender("adbapi_control", "adbapi.ConnectionPool (control)", adbapi.ConnectionPool)
 OURS = Contender("ours", "ReconnectingConnectionPool", ReconnectingConnectionPool)
 OURS_HC0 = Contender(
     "ours_hc0", "ReconnectingConnectionPool(cp_health_check=0)", ReconnectingConnectionPool, {"cp_health_check": 0}
@@ -346,12 +350,34 @@ def quantile(values: Sequence[float], q: float) -> float:
     return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
 
 
+def median_interval(values: Sequence[float], z: float = 1.96) -> Tuple[float, float]:
+    """
+    A distribution-free confidence interval for the median (95% for the
+    default C{z}): the order statistics at ranks M{n/2 ± z·√n/2}, which
+    assumes nothing about the shape of C{values}.
+
+    @return: the interval's ends (NaN for no values).
+    """
+    if not values:
+        return float("nan"), float("nan")
+    ordered = sorted(values)
+    n = len(ordered)
+    half = z * math.sqrt(n) / 2
+    low = max(0, int(math.floor(n / 2 - half)))
+    high = min(n - 1, int(math.ceil(n / 2 + half)))
+    return ordered[low], ordered[high]
+
+
 def spread(values: Sequence[float]) -> Dict[str, float]:
     """
-    @return: median, quartiles and extremes of C{values}.
+    @return: median (with its 95% confidence interval, C{ci_low} and
+        C{ci_high}), quartiles and extremes of C{values}.
     """
+    ci_low, ci_high = median_interval(values)
     return {
         "median": quantile(values, 0.5),
+        "ci_low": ci_low,
+        "ci_high": ci_high,
         "q1": quantile(values, 0.25),
         "q3": quantile(values, 0.75),
         "min": min(values) if values else float("nan"),

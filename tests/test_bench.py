@@ -28,7 +28,7 @@ TIMEOUT = 300
 EXPECTED = {
     "overhead": [
         "#### Throughput, ours / adbapi",
-        "| database (driver) | workload | in flight | adbapi calls/s | ours / adbapi | IQR | min–max | CPU µs/call, ours − adbapi | cp_stall_timeout=None / adbapi (IQR) |",
+        "| database (driver) | workload | in flight | adbapi calls/s | ours / adbapi | 95% CI | IQR of rounds | CPU µs/call, ours − adbapi | control: adbapi / adbapi (95% CI) |",
         "#### The cost of `cp_health_check=0`",
         "| database (driver) | workload | in flight | throughput, hc=0 / default (IQR) | CPU µs/call, hc=0 − default |",
         "#### The pool's own cost per interaction",
@@ -182,3 +182,59 @@ class InstructionCountTests(SynchronousTestCase):
             few, more = _count(dict(spec, calls=10)), _count(dict(spec, calls=20))
             self.assertGreater(few, 0)
             self.assertGreater(more, few)
+
+
+class OneCPUTests(SynchronousTestCase):
+    """
+    The throughput rounds run with this process and the servers on one
+    CPU (C{bench._cpus.one_cpu}), and everything gets every CPU back after.
+    """
+
+    def setUp(self) -> None:
+        if not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 2:
+            message = "needs Linux and at least two CPUs"
+            if required():
+                raise RuntimeError(message + " (CI requires it: this is a failure, not a skip)")
+            raise SkipTest(message + " (outside CI only; in CI this fails)")
+        sys.path.insert(0, ROOT)
+        self.addCleanup(sys.path.remove, ROOT)
+
+    def test_pinsThisProcessAndEveryServerProcessThenGivesThemBack(self) -> None:
+        """
+        Inside the block, every thread of this process and every process
+        of the server (the postmaster and a backend opened before) runs on
+        the one CPU yielded, and a backend opened inside inherits it; after
+        it, all of them may use every CPU again.
+        """
+        import threading
+
+        import psycopg2
+
+        from bench._common import Target
+        from bench._cpus import one_cpu
+        from txreconnect.testing import PostgresServer, started
+
+        server = started(self, PostgresServer())
+        allowed = os.sched_getaffinity(0)
+        before = psycopg2.connect(**server.connect_kwargs("psycopg2"))
+        self.addCleanup(before.close)
+        waiting = threading.Event()
+        helper = threading.Thread(target=waiting.wait)  # a thread that exists before
+        helper.start()
+        self.addCleanup(helper.join)
+        self.addCleanup(waiting.set)
+
+        def affinities() -> List[set]:
+            found = []
+            for pid in [os.getpid()] + server.pids():
+                for tid in os.listdir("/proc/%d/task" % (pid,)):
+                    found.append(os.sched_getaffinity(int(tid)))
+            return found
+
+        with one_cpu([Target("postgres", "PostgreSQL", "psycopg2", server)]) as cpu:
+            self.assertIn(cpu, allowed)
+            inside = psycopg2.connect(**server.connect_kwargs("psycopg2"))
+            self.addCleanup(inside.close)
+            self.assertGreaterEqual(len(server.pids()), 3)  # the postmaster, its helpers, two backends
+            self.assertEqual([{cpu}] * len(affinities()), affinities())
+        self.assertEqual([allowed] * len(affinities()), affinities())
