@@ -537,13 +537,13 @@ def run(settings: Settings, targets: Sequence[Target]) -> Any:
     """
     report = Report("overhead")
     report.add("### Steady-state overhead")
+    # The per-call cost and the profile: sqlite3, and PostgreSQL for a socket driver.
+    costed = [t for t in targets if t.server is None or t.key == "postgres"]
     with one_cpu(targets) as cpu:
         report.data["cpu"] = cpu
         yield throughput(report, settings, targets, cpu)
-        yield per_call_cost(
-            report, settings, [t for t in targets if t.server is None or t.key == "postgres"]
-        )
-    profile(report, settings, [t for t in targets if t.server is None or t.key == "postgres"])
+        yield per_call_cost(report, settings, costed)
+    profile(report, settings, costed)
     yield run_in_thread(report, settings, targets)
     worst = min(
         (row["ours_vs_adbapi"]["ratio"]["median"] for row in report.data["throughput"]),

@@ -238,3 +238,41 @@ class OneCPUTests(SynchronousTestCase):
             self.assertGreaterEqual(len(server.pids()), 3)  # the postmaster, its helpers, two backends
             self.assertEqual([{cpu}] * len(affinities()), affinities())
         self.assertEqual([allowed] * len(affinities()), affinities())
+
+
+class MedianIntervalTests(SynchronousTestCase):
+    """
+    C{bench._common.median_interval}: the 95% confidence interval that the
+    README's throughput table gives for each median.
+    """
+
+    def setUp(self) -> None:
+        sys.path.insert(0, ROOT)
+        self.addCleanup(sys.path.remove, ROOT)
+
+    def test_holdsTheTrueMedianNineteenTimesInTwenty(self) -> None:
+        """
+        Over many samples (seeded), the interval holds the true median of
+        the distribution in about 95% of them; it always holds the
+        sample's own median.
+        """
+        import random
+
+        from bench._common import median_interval, quantile
+
+        rng = random.Random(6)
+        trials, covered = 2000, 0
+        for _ in range(trials):
+            values = [rng.expovariate(1.0) for _ in range(101)]  # skewed: median ln 2
+            low, high = median_interval(values)
+            self.assertLessEqual(low, quantile(values, 0.5))
+            self.assertLessEqual(quantile(values, 0.5), high)
+            covered += low <= 0.6931471805599453 <= high
+        self.assertTrue(0.93 <= covered / trials <= 0.97, covered / trials)
+
+    def test_noValuesGiveNoInterval(self) -> None:
+        from bench._common import median_interval
+
+        low, high = median_interval([])
+        self.assertNotEqual(low, low)  # NaN
+        self.assertNotEqual(high, high)

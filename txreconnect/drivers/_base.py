@@ -220,10 +220,10 @@ class Driver:
         a method), L{False} if there is none (PEP 249: transactions are
         the default).
 
-        @param connection: a raw DB-API connection, possibly dead.
         Never raises (every driver keeps to this: the pool asks on the
         path of every call, and of a dead connection).
 
+        @param connection: a raw DB-API connection, possibly dead.
         @return: whether each statement commits on its own; L{True} when
             it cannot be told, so that a statement whose reply was lost is
             never taken as safely rolled back.
