@@ -6,20 +6,25 @@ clock; these tests only wait for it to exit.
 
 from __future__ import annotations
 
+import argparse
 import glob
 import os
 import re
 import sys
 import tempfile
-from typing import Any, Dict, Generator, List, Sequence, Tuple
+from typing import Any, ClassVar, Dict, Generator, List, Optional, Sequence, Tuple
 from urllib.parse import quote
 
 from twisted.internet import defer, threads, utils
 from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 
+from txreconnect import drill
+from txreconnect._drill import server as _server
 from txreconnect._drill.audit import FAILED, OK, UNKNOWN, Audit, audit
 from txreconnect._drill.faults import COOLDOWN, SPACING, WARMUP, plan
 from txreconnect._drill.record import Record
+from txreconnect.drivers import Driver, driver_class, known_drivers
+from txreconnect.errors import ConfigurationError
 from txreconnect.testing import PostgresServer, require_driver, required, shared_server
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -161,6 +166,87 @@ class DrillTests(TestCase):
 
     def test_mariadbCompare(self) -> Any:
         return self.compare("mariadb", "pymysql")
+
+
+class _FuturePostgres(Driver):
+    """
+    A PostgreSQL driver txreconnect does not know yet, as a driver module
+    added to the registry would describe it.
+    """
+
+    name: ClassVar[str] = "txreconnect_no_such_pg_driver"
+    family: ClassVar[str] = "postgresql"
+    url_schemes: ClassVar[Tuple[str, ...]] = ("postgresql", "postgres")
+    default_port: ClassVar[Optional[int]] = 5432
+    install_hint: ClassVar[str] = "the future driver (pip install nothing-yet)"
+
+
+def _options(**given: Any) -> argparse.Namespace:
+    """
+    @return: the drill's options, as L{drill.add_arguments} parses them,
+        with C{given} set.
+    """
+    parser = argparse.ArgumentParser()
+    drill.add_arguments(parser)
+    return argparse.Namespace(**dict(vars(parser.parse_args([])), **given))
+
+
+class DriverChoiceTests(SynchronousTestCase):
+    """
+    The drill's drivers, ports and keywords come from the driver
+    registry: a driver added there is a choice without a change here.
+    """
+
+    def test_spawnDriversAreTheFamilysDefaultFirst(self) -> None:
+        """
+        Each server C{--spawn} starts takes every known driver of its
+        family, the family's default driver (what a bare URL scheme
+        means) first.
+        """
+        for spawn, (_, family) in _server.SERVERS.items():
+            names = _server.drivers_of(family)
+            self.assertEqual(set(names), {cls.name for cls in known_drivers() if cls.family == family})
+            self.assertTrue(driver_class(names[0]).url_default, names)
+        self.assertEqual(_server.drivers_of("postgresql")[:1], ["psycopg2"])
+        self.assertEqual(_server.drivers_of("mysql")[:1], ["pymysql"])
+
+    def test_aNewDriverOfAFamilyIsAChoice(self) -> None:
+        """
+        A driver the registry lists for PostgreSQL is a C{--driver} for
+        C{--spawn postgres}; not installed, it is refused with its own
+        install hint.
+        """
+        self.patch(_server, "known_drivers", lambda: [*known_drivers(), _FuturePostgres])
+        self.patch(drill, "driver_class",
+                   lambda name: _FuturePostgres if name == _FuturePostgres.name else driver_class(name))
+        self.assertIn(_FuturePostgres.name, _server.drivers_of("postgresql"))
+        error = self.assertRaises(ImportError, drill._where, _options(spawn="postgres", driver=_FuturePostgres.name))
+        self.assertIn(_FuturePostgres.install_hint, str(error))
+        self.assertRaises(ConfigurationError, drill._where, _options(spawn="mariadb", driver=_FuturePostgres.name))
+
+    def test_urlWithoutAPortGetsTheDriversDefault(self) -> None:
+        """
+        A C{--url} without a port connects to the default port of its
+        driver's server, in that driver's keyword.
+        """
+        for url, driver, port in [("postgresql://app@db/shop", "psycopg2", 5432),
+                                  ("mysql://app@db/shop", "pymysql", 3306)]:
+            try:
+                require_driver(driver)
+            except Exception:
+                continue
+            name, connect_kwargs, _ = drill._where(_options(url=url))
+            self.assertEqual(name, driver)
+            self.assertEqual(connect_kwargs[driver_class(driver).keywords["port"]], port)
+            self.assertEqual(connect_kwargs[driver_class(driver).keywords["database"]], "shop")
+
+    def test_urlOfAFileDatabaseIsRefused(self) -> None:
+        """
+        A URL of a driver whose family a L{FaultProxy} cannot read (SQLite)
+        is refused before anything starts.
+        """
+        error = self.assertRaises(ConfigurationError, drill._where, _options(url="sqlite:///drill.db"))
+        self.assertIn("must name one PostgreSQL or MySQL server", str(error))
 
 
 class AuditTests(SynchronousTestCase):

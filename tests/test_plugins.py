@@ -24,7 +24,7 @@ from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from txreconnect import _proxy_service
-from txreconnect.drivers import driver_for
+from txreconnect.drivers import driver_class, driver_for, known_drivers
 from txreconnect.examples import webservice
 from txreconnect.testing import PostgresServer, free_port, require_driver, shared_server
 from tests.support import close_quietly, wait_until
@@ -414,6 +414,48 @@ class ExampleWebOptionsTests(SynchronousTestCase):
             {"host": "127.0.0.1", "port": 6543, "dbname": "app", "user": "web", "password": "s3cret",
              "cp_min": 1, "cp_max": 4, "cp_name": "txreconnect-example-web"},
         )
+
+    def test_driverChoicesAreTheKnownServerDrivers(self) -> None:
+        """
+        C{--driver} takes every driver txreconnect knows for a database
+        server, and its help lists them; SQLite's driver is not one.
+        """
+        servers = {cls.name for cls in known_drivers() if cls.family in ("postgresql", "mysql")}
+        self.assertEqual(set(webservice.DRIVERS), servers)
+        self.assertGreaterEqual(servers, {"psycopg2", "psycopg", "pymysql", "MySQLdb"})
+        self.assertNotIn("sqlite3", webservice.DRIVERS)
+        shown = " ".join(str(webservice.Options()).split())
+        for name in servers:
+            self.assertIn(name, shown)
+        error = self.assertRaises(usage.UsageError, self.parse, "--driver", "sqlite3")
+        self.assertIn("--driver", str(error))
+
+    def test_eachDriverGetsItsOwnPortAndKeywords(self) -> None:
+        """
+        Each driver (of those installed) gets its own default port and
+        its own C{connect()} keyword for the database name: C{dbname} for
+        libpq, C{database} for PyMySQL.
+        """
+        self.patch(os, "environ", {})
+        tried = []
+        for name in webservice.DRIVERS:
+            try:
+                require_driver(name)
+            except Exception:
+                continue
+            known = driver_class(name)
+            options = self.parse("--driver", name, "--db-name", "shop", "--db-user", "web")
+            driver, connkw = options["pool"]
+            self.assertEqual(driver, name)
+            self.assertEqual(connkw[known.keywords["port"]], known.default_port)
+            self.assertEqual(connkw[known.keywords["database"]], "shop")
+            self.assertEqual(connkw[known.keywords["user"]], "web")
+            tried.append(name)
+        self.assertTrue(tried, "no server driver is installed")
+        if "pymysql" in tried:
+            connkw = self.parse("--driver", "pymysql", "--db-name", "shop")["pool"][1]
+            self.assertEqual((connkw["port"], connkw["database"]), (3306, "shop"))
+            self.assertNotIn("password", connkw)
 
     def test_badOptionsAreNamed(self) -> None:
         for argv, name in [

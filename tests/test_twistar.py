@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import types
 from typing import Any, ClassVar, Dict, Type
 
 from twisted.internet import defer, threads
@@ -17,6 +18,7 @@ from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 
 import txreconnect
 from txreconnect import ReconnectingConnectionPool
+from txreconnect.drivers import Driver, driver_class, known_drivers
 from txreconnect.testing import (
     MariaDBServer,
     PostgresServer,
@@ -163,6 +165,84 @@ class InstallTests(SynchronousTestCase):
         self.assertEqual(out.split(), ["MySQLDBConfig", "None"])
 
 
+def own_registry(test: SynchronousTestCase) -> None:
+    """
+    Give C{test} a twistar Registry of its own (twistar's is global), put
+    back as it was by a cleanup.
+    """
+    saved = (Registry.DBPOOL, Registry.IMPL, Registry.SCHEMAS, Registry.REGISTRATION)
+
+    def restore() -> None:
+        Registry.DBPOOL, Registry.IMPL, Registry.SCHEMAS, Registry.REGISTRATION = saved
+
+    test.addCleanup(restore)
+    Registry.IMPL = None  # twistar's cache of the dialect, picked from DBPOOL
+    Registry.SCHEMAS = {}
+    Registry.REGISTRATION = dict(Registry.REGISTRATION)
+
+
+class DialectTests(SynchronousTestCase):
+    """
+    After L{txreconnect.twistar.install}, twistar's SQL dialect follows
+    the family of the pool's driver, not its module name.
+    """
+
+    def setUp(self) -> None:
+        txreconnect.twistar.install()
+        own_registry(self)
+
+    def dialect(self, name: str) -> str:
+        """
+        @param name: a driver module's name (the module need not exist).
+        @return: the name of the config class twistar picks for a pool
+            on that driver.
+        """
+        Registry.IMPL = None
+        Registry.DBPOOL = types.SimpleNamespace(dbapi=types.ModuleType(name))
+        return type(Registry.getConfig()).__name__
+
+    def test_everyPostgreSQLDriverGetsPostgreSQL(self) -> None:
+        """
+        Every PostgreSQL driver txreconnect knows, whether twistar knows it
+        (psycopg2) or not (psycopg 3), gets twistar's PostgreSQL dialect.
+        """
+        names = [cls.name for cls in known_drivers() if cls.family == "postgresql"]
+        self.assertGreaterEqual(set(names), {"psycopg2", "psycopg"})
+        self.assertEqual({name: self.dialect(name) for name in names},
+                         dict.fromkeys(names, "PostgreSQLDBConfig"))
+
+    def test_aNewPostgreSQLDriverGetsPostgreSQL(self) -> None:
+        """
+        A driver the registry adds for PostgreSQL gets the PostgreSQL
+        dialect, with no change to this module.
+        """
+
+        class Future(Driver):
+            name = "txreconnect_no_such_pg_driver"
+            family = "postgresql"
+
+        self.patch(txreconnect.twistar, "driver_class",
+                   lambda name: Future if name == Future.name else driver_class(name))
+        self.assertEqual(self.dialect(Future.name), "PostgreSQLDBConfig")
+
+    def test_everyMySQLDriverGetsMySQL(self) -> None:
+        """
+        Every MySQL driver txreconnect knows gets twistar's MySQL dialect.
+        """
+        require_driver("pymysql")  # twistar's MySQL module imports MySQLdb, or PyMySQL as it
+        names = [cls.name for cls in known_drivers() if cls.family == "mysql"]
+        self.assertGreaterEqual(set(names), {"pymysql", "MySQLdb"})
+        self.assertEqual({name: self.dialect(name) for name in names}, dict.fromkeys(names, "MySQLDBConfig"))
+
+    def test_otherDriversAreLeftToTwistar(self) -> None:
+        """
+        SQLite's driver gets twistar's own choice, and a driver neither
+        knows gets twistar's C{NotImplementedError}.
+        """
+        self.assertEqual(self.dialect("sqlite3"), "SQLiteDBConfig")
+        self.assertRaises(NotImplementedError, self.dialect, "txreconnect_no_such_driver")
+
+
 class _ModelTests(TestCase):
     """
     Models with inflected table names (users, pictures, boxes) and a
@@ -178,27 +258,12 @@ class _ModelTests(TestCase):
     def setUp(self) -> Any:
         self.driver = require_driver(self.driver_name)
         txreconnect.twistar.install()
-        self.save_registry()
+        own_registry(self)
         self.pool = self.make_pool()
         self.addCleanup(self.pool.close)
         Registry.DBPOOL = self.pool
         Registry.register(User, Picture, Box)
         return self.pool.runInteraction(self.create_tables)
-
-    def save_registry(self) -> None:
-        """
-        Give this test a twistar Registry of its own (twistar's is global),
-        put back as it was by a cleanup.
-        """
-        saved = (Registry.DBPOOL, Registry.IMPL, Registry.SCHEMAS, Registry.REGISTRATION)
-
-        def restore() -> None:
-            Registry.DBPOOL, Registry.IMPL, Registry.SCHEMAS, Registry.REGISTRATION = saved
-
-        self.addCleanup(restore)
-        Registry.IMPL = None  # twistar's cache of the dialect, picked from DBPOOL
-        Registry.SCHEMAS = {}
-        Registry.REGISTRATION = dict(Registry.REGISTRATION)
 
     def make_pool(self) -> ReconnectingConnectionPool:
         raise NotImplementedError

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any, Callable, Dict, List, Optional, Sequence, TextIO, Tuple
+from typing import Any, Callable, List, Optional, Sequence, TextIO
 
 from twisted.enterprise import adbapi
 from twisted.internet import defer, task, threads
@@ -28,13 +28,9 @@ from twisted.logger import (
 )
 
 from txreconnect import drill
+from txreconnect._drill.server import SERVERS, drivers_of
 from txreconnect.pool import ReconnectingConnectionPool
-from txreconnect.testing import MariaDBServer, PostgresServer, ThrowawayServer
-
-_SERVERS: Dict[str, Tuple[Callable[[], ThrowawayServer], str]] = {
-    "postgres": (PostgresServer, "psycopg2"),
-    "mariadb": (MariaDBServer, "pymysql"),
-}
+from txreconnect.testing import ThrowawayServer
 
 
 def _say(line: str) -> None:
@@ -76,7 +72,8 @@ def _first_line(error: BaseException) -> str:
 
 @defer.inlineCallbacks
 def _smoke(reactor: Any, which: str) -> Any:
-    factory, driver = _SERVERS[which]
+    factory, family = SERVERS[which]
+    driver = drivers_of(family)[0]
     server = factory()
     try:
         yield threads.deferToThread(server.start)
@@ -106,7 +103,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     )
     drill.add_arguments(drill_parser)
     smoke = commands.add_parser("smoke", help="run a pool against a throwaway server, across a restart")
-    smoke.add_argument("server", nargs="?", choices=sorted(_SERVERS), default="postgres")
+    smoke.add_argument("server", nargs="?", choices=sorted(SERVERS), default="postgres")
     args = parser.parse_args(argv)
     if args.command == "drill":
         raise SystemExit(drill.run(args))

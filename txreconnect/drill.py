@@ -35,24 +35,18 @@ from txreconnect._drill.audit import audit
 from txreconnect._drill.output import Log, Screen
 from txreconnect._drill.record import Record
 from txreconnect._drill.report import table
-from txreconnect._drill.server import PROTOCOLS, ServerSite
+from txreconnect._drill.server import SERVERS, ServerSite, drivers_of, proxied
 from txreconnect._drill.site import Site
 from txreconnect._drill.sqlite import SqliteSite
 from txreconnect._drill.workload import Workload
+from txreconnect.drivers import driver_class, known_drivers
 from txreconnect.errors import ConfigurationError
 from txreconnect.policy import FailFast, WaitForDatabase
 from txreconnect.pool import ReconnectingConnectionPool
-from txreconnect.testing import MariaDBServer, PostgresServer, ServerNotAvailable, ThrowawayServer
-from txreconnect.testing.fixtures import _DRIVER_PACKAGES
+from txreconnect.testing import ServerNotAvailable, ThrowawayServer
 from txreconnect.url import parse_url
 
 __all__ = ["add_arguments", "run"]
-
-#: --spawn choices: the server class and its drivers, the default first
-_SPAWN = {"postgres": (PostgresServer, ("psycopg2", "psycopg")), "mariadb": (MariaDBServer, ("pymysql", "MySQLdb"))}
-
-#: the default ports of servers given by --url, by driver
-_PORTS = {"postgresql": 5432, "mysql": 3306}
 
 _ADBAPI = "adbapi.ConnectionPool(cp_reconnect=True)"
 
@@ -63,7 +57,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """
     where = parser.add_mutually_exclusive_group()
     where.add_argument(
-        "--spawn", choices=sorted(_SPAWN),
+        "--spawn", choices=sorted(SERVERS),
         help="start a throwaway server of this kind (and restart it during the drill); "
         "default: SQLite in a temporary file",
     )
@@ -74,8 +68,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "no restarts; the drill's tables are dropped at the end",
     )
     parser.add_argument(
-        "--driver", help="with --spawn, the DB-API driver: psycopg2 (default) or psycopg for "
-        "postgres, pymysql (default) or MySQLdb for mariadb (with --url, the URL's scheme says)",
+        "--driver", help="with --spawn, the DB-API driver: %s (the first is the default; with --url, "
+        "the URL's scheme says)" % ("; ".join(
+            "%s for %s" % (" or ".join(drivers_of(family)), spawn) for spawn, (_, family) in SERVERS.items()
+        ),),
     )
     parser.add_argument(
         "--compare", action="store_true",
@@ -121,7 +117,7 @@ def run(options: argparse.Namespace) -> int:
     try:
         driver, connect_kwargs, pool_kwargs = _where(options)
         if options.spawn:
-            server = _SPAWN[options.spawn][0]()
+            server = SERVERS[options.spawn][0]()
             print("starting a throwaway %s server..." % (server.product,), flush=True)
             _start(server)
         site = _site(reactor, driver, connect_kwargs, server)
@@ -182,17 +178,20 @@ def _where(options: argparse.Namespace) -> Tuple[str, Dict[str, Any], Dict[str, 
     pool_kwargs: Dict[str, Any] = {}
     if options.url:
         if options.driver:
-            raise ConfigurationError("with --url, the URL's scheme names the driver "
-                                     "(postgresql+psycopg://..., mysql+mysqldb://...), not --driver")
+            examples = ["%s+%s://..." % (cls.url_schemes[0], cls.name.lower())
+                        for cls in known_drivers() if proxied(cls.name) and not cls.url_default]
+            raise ConfigurationError("with --url, the URL's scheme names the driver (%s), not --driver"
+                                     % (", ".join(examples),))
         parsed = parse_url(options.url)
         driver, connect_kwargs, pool_kwargs = parsed.dbapi_name, dict(parsed.connect_kwargs), dict(parsed.pool_kwargs)
-        host = str(connect_kwargs.get("host", ""))
-        if driver not in PROTOCOLS or not host or "/" in host or "," in host:
+        known = driver_class(driver)
+        host = str(connect_kwargs.get(known.keywords["host"], "")) if proxied(driver) else ""
+        if not host or "/" in host or "," in host:
             raise ConfigurationError("--url must name one PostgreSQL or MySQL server by its TCP host: "
                                      "the drill puts a fault proxy in front of it")
-        connect_kwargs.setdefault("port", _PORTS[PROTOCOLS[driver]])
+        connect_kwargs.setdefault(known.keywords["port"], known.default_port)
     else:
-        choices = _SPAWN[options.spawn][1] if options.spawn else ("sqlite3",)
+        choices = drivers_of(SERVERS[options.spawn][1]) if options.spawn else [SqliteSite.driver]
         driver = options.driver or choices[0]
         if driver not in choices:
             raise ConfigurationError("--driver must be one of %s here, not %r" % (", ".join(choices), driver))
@@ -200,7 +199,7 @@ def _where(options: argparse.Namespace) -> Tuple[str, Dict[str, Any], Dict[str, 
         __import__(driver)
     except ImportError as e:
         raise ImportError("the %s driver is not installed (%s); install %s"
-                          % (driver, e, _DRIVER_PACKAGES.get(driver, driver)))
+                          % (driver, e, driver_class(driver).install_hint or driver))
     return driver, connect_kwargs, pool_kwargs
 
 
@@ -210,9 +209,10 @@ def _site(reactor: Any, driver: str, connect_kwargs: Dict[str, Any], server: Opt
             server.product, server.version.split("-")[0].split()[0], driver)
         return ServerSite(reactor, driver, server.connect_kwargs(driver), description, server)
     if connect_kwargs:
+        keywords = driver_class(driver).keywords
         description = "%s:%s, database %s (%s, through a fault proxy)" % (
-            connect_kwargs["host"], connect_kwargs["port"],
-            connect_kwargs.get("dbname", connect_kwargs.get("database", "(default)")), driver)
+            connect_kwargs[keywords["host"]], connect_kwargs[keywords["port"]],
+            connect_kwargs.get(keywords["database"], "(default)"), driver)
         return ServerSite(reactor, driver, connect_kwargs, description)
     return SqliteSite(reactor)
 

@@ -11,11 +11,13 @@ C{Registry.DBPOOL} as usual.
 
 L{install} changes three things in twistar, and nothing else:
 
-  - B{SQL dialect by driver name.}  C{Registry.getConfig} picks twistar's
-    SQL dialect from C{Registry.DBPOOL.dbapi.__name__} and knows only
-    C{MySQLdb}, C{sqlite3}, C{psycopg2} and C{pyodbc}; any other driver
-    raises C{NotImplementedError}.  After L{install}, C{pymysql} gets the
-    MySQL dialect and C{psycopg} (psycopg 3) the PostgreSQL one.
+  - B{SQL dialect by database, not by driver name.}
+    C{Registry.getConfig} picks twistar's SQL dialect from
+    C{Registry.DBPOOL.dbapi.__name__} and knows only C{MySQLdb},
+    C{sqlite3}, C{psycopg2} and C{pyodbc}; any other driver raises
+    C{NotImplementedError}.  After L{install}, every driver txreconnect
+    knows for MySQL or PostgreSQL (such as C{pymysql} or C{psycopg}, i.e.
+    psycopg 3) gets the dialect of its database, L{DIALECTS}.
 
   - B{Table names on Python 3.11+.}  twistar infers a table name from the
     class name with the bundled BermiInflector, whose plural rule
@@ -49,7 +51,7 @@ from twistar.dbconfig.base import InteractionBase
 from twistar.exceptions import ImaginaryTableError
 from twistar.registry import Registry
 
-from txreconnect.drivers import driver_for
+from txreconnect.drivers import driver_class, driver_for
 
 __all__ = ["DIALECTS", "flags_first", "install"]
 
@@ -64,6 +66,8 @@ def _mysql_dialect() -> Any:
     If C{MySQLdb} (mysqlclient) cannot be imported, PyMySQL stands in for
     it during that import alone, as C{pymysql.install_as_MySQLdb()} would
     do for the whole process; C{sys.modules} is then put back as it was.
+    (These driver names are about twistar's import, not about the pool's
+    driver, whichever MySQL driver that is.)
 
     @return: the C{MySQLDBConfig} class.
     @raise ImportError: neither mysqlclient nor PyMySQL is importable.
@@ -76,6 +80,7 @@ def _mysql_dialect() -> Any:
             raise
     missing = object()
     previous = sys.modules.get("MySQLdb", missing)
+    # twistar's import needs a module named MySQLdb; PyMySQL can be one.
     sys.modules["MySQLdb"] = importlib.import_module("pymysql")
     try:
         return importlib.import_module(name).MySQLDBConfig
@@ -93,23 +98,24 @@ def _postgres_dialect() -> Any:
     return importlib.import_module("twistar.dbconfig.postgres").PostgreSQLDBConfig
 
 
-#: Driver module names (C{pool.dbapi.__name__}) that twistar 2.0 does not
-#: know, each with a function that returns the twistar config class of its
-#: SQL dialect.  Drivers twistar knows are left to twistar.
+#: Database families (the L{Driver.family<txreconnect.drivers.Driver>} of
+#: C{pool.dbapi}), each with a function that returns the twistar config
+#: class of its SQL dialect.  Drivers of other families (SQLite, unknown
+#: drivers) are left to twistar.
 DIALECTS: Dict[str, Callable[[], Any]] = {
-    "pymysql": _mysql_dialect,
-    "psycopg": _postgres_dialect,
+    "mysql": _mysql_dialect,
+    "postgresql": _postgres_dialect,
 }
 
 
 def _getConfig(registry: Any) -> Any:
     """
-    C{Registry.getConfig}, knowing the drivers in L{DIALECTS} too: for
-    them, set C{Registry.IMPL} (twistar's cache of the dialect) before
-    twistar's own C{getConfig} reads it.
+    C{Registry.getConfig}, knowing every driver of the families in
+    L{DIALECTS} too: for them, set C{Registry.IMPL} (twistar's cache of
+    the dialect) before twistar's own C{getConfig} reads it.
     """
     if Registry.IMPL is None and Registry.DBPOOL is not None:
-        dialect = DIALECTS.get(Registry.DBPOOL.dbapi.__name__)
+        dialect = DIALECTS.get(driver_class(Registry.DBPOOL.dbapi.__name__).family)
         if dialect is not None:
             Registry.IMPL = dialect()()
     return _twistar_getConfig()
@@ -197,16 +203,18 @@ _twistar_getSchema: Callable[..., Any] = InteractionBase.getSchema
 def install() -> None:
     """
     Make twistar work with L{ReconnectingConnectionPool} (or any adbapi
-    pool) on PyMySQL and psycopg 3, and infer table names on Python 3.11+.
+    pool) on every MySQL and PostgreSQL driver txreconnect knows, such as
+    PyMySQL and psycopg 3, and infer table names on Python 3.11+.
 
     It replaces C{twistar.registry.Registry.getConfig} with one that also
-    knows the drivers in L{DIALECTS}; the C{re} module seen by
-    C{BermiInflector.Rules.English} with one that applies L{flags_first};
-    and C{twistar.dbconfig.base.InteractionBase.getSchema} with one that
-    lets a lost connection through to the pool.  Call it once, before the
-    first twistar query; calling it again does nothing.  On drivers
-    twistar knows, on class names it already handled and on errors other
-    than a lost connection, twistar behaves exactly as before.
+    knows the drivers of the families in L{DIALECTS}; the C{re} module
+    seen by C{BermiInflector.Rules.English} with one that applies
+    L{flags_first}; and C{twistar.dbconfig.base.InteractionBase.getSchema}
+    with one that lets a lost connection through to the pool.  Call it
+    once, before the first twistar query; calling it again does nothing.
+    On drivers twistar knows (which get the same dialect from L{DIALECTS}
+    as from twistar), on class names it already handled and on errors
+    other than a lost connection, twistar behaves exactly as before.
     """
     if Registry.__dict__["getConfig"].__func__ is not _getConfig:
         Registry.getConfig = classmethod(_getConfig)

@@ -9,18 +9,45 @@ sessions from a connection of its own, as the same database user.
 from __future__ import annotations
 
 import threading
-from typing import Any, Dict, List, Optional, Set, Tuple
+from typing import Any, Dict, List, Optional, Set, Tuple, Type
 
 from twisted.internet import defer, threads
 from twisted.python.failure import Failure
 
 from txreconnect._drill.site import Site, Target
-from txreconnect.testing import FaultProxy, ThrowawayServer
+from txreconnect.drivers import driver_class, known_drivers
+from txreconnect.testing import FaultProxy, MariaDBServer, PostgresServer, ThrowawayServer
+from txreconnect.testing.proxy import PROTOCOLS
 
-__all__ = ["PROTOCOLS", "ServerSite"]
+__all__ = ["SERVERS", "ServerSite", "drivers_of", "proxied"]
 
-#: the drivers a server drill can use, with their FaultProxy protocol
-PROTOCOLS = {"psycopg2": "postgresql", "psycopg": "postgresql", "pymysql": "mysql", "MySQLdb": "mysql"}
+#: the throwaway servers a drill (or C{txreconnect smoke}) can start, by
+#: their name on the command line: the server class and its database
+#: family (a L{Driver.family<txreconnect.drivers.Driver>})
+SERVERS: Dict[str, Tuple[Type[ThrowawayServer], str]] = {
+    "postgres": (PostgresServer, "postgresql"),
+    "mariadb": (MariaDBServer, "mysql"),
+}
+
+
+def drivers_of(family: str) -> List[str]:
+    """
+    @param family: a database family, such as C{"postgresql"}.
+    @return: the names of the drivers txreconnect knows for it, the
+        family's default driver (the one a bare URL scheme means) first.
+    """
+    found = [cls for cls in known_drivers() if cls.family == family]
+    return [cls.name for cls in sorted(found, key=lambda cls: not cls.url_default)]
+
+
+def proxied(driver: str) -> bool:
+    """
+    @param driver: a DB-API module's name.
+    @return: whether a server drill can use it: its family's wire
+        protocol is one a L{FaultProxy} reads.
+    """
+    return driver_class(driver).family in PROTOCOLS
+
 
 #: MySQL's ER_NO_SUCH_THREAD: the session had already ended
 _NO_SUCH_THREAD = 1094
@@ -40,16 +67,19 @@ class ServerSite(Site):
         server: Optional[ThrowawayServer] = None,
     ) -> None:
         """
-        @param driver: one of L{PROTOCOLS}.
+        @param driver: a driver for which L{proxied} is true.
         @param connect_kwargs: the driver's C{connect()} keywords for the
-            server itself: a TCP C{host} and C{port}, and the others.
+            server itself: a TCP host and port, and the others.
         @param server: the server, if it is ours to restart.
         """
         super().__init__(reactor, driver)
         self.description = description
         self.drop_tables = server is None
-        self._protocol = PROTOCOLS[driver]
+        spelling = driver_class(driver)
+        self._protocol = spelling.family
         self._postgres = self._protocol == "postgresql"
+        self._host = spelling.keywords["host"]
+        self._port = spelling.keywords["port"]
         self._kwargs = connect_kwargs
         self._server = server
         self._proxies: List[Tuple[str, FaultProxy]] = []
@@ -62,11 +92,13 @@ class ServerSite(Site):
 
     def _connect_args(self, label: str) -> Tuple[Tuple[Any, ...], Dict[str, Any]]:
         proxy = FaultProxy(
-            self._kwargs["port"], target_host=self._kwargs["host"], reactor=self.reactor, protocol=self._protocol
+            self._kwargs[self._port], target_host=self._kwargs[self._host], reactor=self.reactor,
+            protocol=self._protocol,
         )
         proxy.start()
         self._proxies.append((label, proxy))
-        return (), dict(self._kwargs, host="127.0.0.1", port=proxy.port, cp_openfun=self._remember_session)
+        through = {self._host: "127.0.0.1", self._port: proxy.port}
+        return (), dict(self._kwargs, **through, cp_openfun=self._remember_session)
 
     def _connect(self, target: Target) -> Any:
         return self.module.connect(**self._kwargs)

@@ -118,9 +118,12 @@ class SqliteSite(Site):
     """
 
     description = "SQLite (a temporary file)"
+    #: the one driver this site works with: its connections subclass the
+    #: module's own
+    driver = sqlite3.__name__
 
     def __init__(self, reactor: Any) -> None:
-        super().__init__(reactor, "sqlite3")
+        super().__init__(reactor, self.driver)
         self._directory = tempfile.mkdtemp(prefix="txreconnect-drill-")
         self._controls: Dict[str, _Control] = {}
         self.faults = {"kill": self._kill, "restart": self._restart, "cut": self._cut}

@@ -44,7 +44,7 @@ from __future__ import annotations
 import importlib
 import json
 import os
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List
 
 from twisted.application import internet, service
 from twisted.internet import defer
@@ -54,20 +54,20 @@ from twisted.python import usage
 from twisted.python.failure import Failure
 from twisted.web import resource, server
 
+from txreconnect.drivers import driver_class, known_drivers
 from txreconnect.errors import DisconnectionError, TransactionOutcomeUnknown
 from txreconnect.pool import ReconnectingConnectionPool
 
-__all__ = ["DatabaseClock", "Options", "WebService", "makeService"]
+__all__ = ["DRIVERS", "DatabaseClock", "Options", "WebService", "makeService"]
 
 _log = Logger()
 
-#: driver module -> (default port, the connect() keyword for the database name)
-DRIVERS = {
-    "psycopg2": (5432, "dbname"),
-    "psycopg": (5432, "dbname"),
-    "pymysql": (3306, "database"),
-    "MySQLdb": (3306, "database"),
-}
+#: the drivers C{--driver} takes: those txreconnect knows for a database
+#: server (one with a default port), by module name
+DRIVERS = [cls.name for cls in known_drivers() if cls.default_port is not None]
+
+#: C{--driver}'s default: PostgreSQL's default driver
+_DEFAULT_DRIVER = next(cls.name for cls in known_drivers() if cls.family == "postgresql" and cls.url_default)
 
 #: the environment variable the password is read from when not given
 PASSWORD_ENV = "TXRECONNECT_DB_PASSWORD"
@@ -192,8 +192,8 @@ class Options(usage.Options):
 
       - C{--listen PORT|ENDPOINT} (default 8080): where to serve HTTP; a
         bare port listens on 127.0.0.1 only.
-      - C{--driver} (default psycopg2): psycopg2, psycopg, pymysql or
-        MySQLdb.
+      - C{--driver} (default: PostgreSQL's default driver, psycopg2): any
+        driver in L{DRIVERS}.
       - C{--db-host}, C{--db-port} (default: the driver's usual port),
         C{--db-user}, C{--db-name}: where the database is.  The password
         comes from C{$TXRECONNECT_DB_PASSWORD} (libpq also reads
@@ -208,9 +208,9 @@ class Options(usage.Options):
     )
     optParameters = [
         ["listen", "l", "8080", "where to serve HTTP: a port (on 127.0.0.1) or a server endpoint"],
-        ["driver", "d", "psycopg2", "the DB-API driver: %s" % (", ".join(DRIVERS),)],
+        ["driver", "d", _DEFAULT_DRIVER, "the DB-API driver: %s" % (", ".join(DRIVERS),)],
         ["db-host", None, "127.0.0.1", "the database server's host"],
-        ["db-port", None, None, "the database server's port (default: 5432 or 3306)"],
+        ["db-port", None, None, "the database server's port (default: the driver's usual one)"],
         ["db-user", None, None, "the database user (default: the driver's)"],
         ["db-name", None, None, "the database (default: the driver's)"],
         ["pool-size", None, "4", "the most connections the pool opens"],
@@ -231,10 +231,10 @@ class Options(usage.Options):
             importlib.import_module(driver)
         except ImportError as e:
             raise usage.UsageError("--driver %s is not installed (%s)" % (driver, e))
-        default_port, name_key = DRIVERS[driver]
+        known = driver_class(driver)
         port = self["db-port"]
         if port is None:
-            port = default_port
+            port = known.default_port
         elif not (port.isdigit() and 0 < int(port) <= 65535):
             raise usage.UsageError("--db-port must be a TCP port (1 to 65535), not %r" % (port,))
         size = self["pool-size"]
@@ -251,14 +251,13 @@ class Options(usage.Options):
                 "tcp:8080:interface=127.0.0.1, not %r (%s)" % (self["listen"], e)
             )
         self["listen"] = listen
-        connkw: Dict[str, Any] = {"host": self["db-host"], "port": int(port)}
-        if self["db-user"]:
-            connkw["user"] = self["db-user"]
-        if self["db-name"]:
-            connkw[name_key] = self["db-name"]
-        password: Optional[str] = os.environ.get(PASSWORD_ENV)
-        if password:
-            connkw["password"] = password
+        connkw = known.connect_kwargs(
+            host=self["db-host"],
+            port=int(port),
+            user=self["db-user"] or None,
+            password=os.environ.get(PASSWORD_ENV) or None,
+            database=self["db-name"] or None,
+        )
         connkw.update(cp_min=1, cp_max=int(size), cp_name="txreconnect-example-web")
         self["pool"] = (driver, connkw)
 
