@@ -6,19 +6,149 @@ driver connection (no pool).
 from __future__ import annotations
 
 import os
-from typing import Any, ClassVar, Dict, Optional, Type
+from typing import Any, ClassVar, Dict, List, Optional, Type
 
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
+from txreconnect.drivers import driver_class, known_drivers
 from txreconnect.testing import (
     MariaDBServer,
+    PgBouncer,
+    PostgresCluster,
     PostgresServer,
+    StandbyServer,
     ThrowawayServer,
+    fixtures,
     private_server,
     require_driver,
     shared_server,
 )
 from tests.support import close_quietly, wait_until
+
+
+def _drivers_of(family: str) -> List[str]:
+    """
+    @return: the names of the drivers txreconnect knows for C{family}.
+    """
+    return [cls.name for cls in known_drivers() if cls.family == family]
+
+
+class ConnectKwargsTests(SynchronousTestCase):
+    """
+    C{connect_kwargs} asks the driver registry how each driver names the
+    parts of a connection target; no server needs to run.
+    """
+
+    def test_eachDriverGetsItsOwnSpelling(self) -> None:
+        """
+        Every known driver of a server's family gets the server's host,
+        port, user, password and database in its own keywords (libpq's
+        C{dbname}, the MySQL drivers' C{database}), and a port to use
+        instead (a proxy's).
+        """
+        for server in [PostgresServer(), MariaDBServer()]:
+            server.port = 40000
+            names = _drivers_of(server.family)
+            self.assertGreaterEqual(len(names), 2, server.family)
+            for name in names:
+                expected = driver_class(name).connect_kwargs(
+                    host="127.0.0.1",
+                    port=40001,
+                    user=server.user,
+                    password=server.password,
+                    database=server.database,
+                )
+                self.assertEqual(server.connect_kwargs(name, port=40001), expected, name)
+                self.assertEqual(server.connect_kwargs(name)[driver_class(name).keywords["port"]], 40000)
+
+    def test_aDriverOfAnotherFamilyIsRefusedNamingTheRightOnes(self) -> None:
+        """
+        A driver of another family, or one txreconnect does not know, is a
+        C{ValueError} that names the drivers of the server's family.
+        """
+        cases = [
+            (PostgresServer(), _drivers_of("mysql")[0]),
+            (MariaDBServer(), _drivers_of("postgresql")[0]),
+            (PgBouncer(PostgresServer()), "sqlite3"),
+            (PostgresServer(), "no_such_driver"),
+        ]
+        for server, name in cases:
+            e = self.assertRaises(ValueError, server.connect_kwargs, name)
+            for right in _drivers_of(server.family):
+                self.assertIn(repr(right)[1:-1], str(e))
+            self.assertIn(repr(name), str(e))
+
+    def test_eachServerClassNamesItsFamily(self) -> None:
+        """
+        Each server class says which family of drivers connects to it.
+        """
+        self.assertEqual(
+            [PostgresServer.family, StandbyServer.family, PgBouncer.family, MariaDBServer.family],
+            ["postgresql", "postgresql", "postgresql", "mysql"],
+        )
+        self.assertRaises(ValueError, ThrowawayServer().connect_kwargs, _drivers_of("postgresql")[0])
+
+    def test_transactionPoolingAddsTheDriversKeywords(self) -> None:
+        """
+        Behind PgBouncer in transaction mode each driver gets its
+        C{transaction_pooling_keywords}; in session mode it does not.
+        """
+        server = PostgresServer()
+        for name in _drivers_of("postgresql"):
+            extra = dict(driver_class(name).transaction_pooling_keywords)
+            plain = server.connect_kwargs(name)
+            bouncer = PgBouncer(server, pool_mode="transaction")
+            plain[driver_class(name).keywords["port"]] = bouncer.port
+            self.assertEqual(bouncer.connect_kwargs(name), {**plain, **extra}, name)
+            self.assertEqual(PgBouncer(server, pool_mode="session").connect_kwargs(name), plain, name)
+        self.assertTrue(any(driver_class(name).transaction_pooling_keywords for name in _drivers_of("postgresql")))
+
+    def test_multiHostKwargsListEveryServer(self) -> None:
+        """
+        A cluster's multi-host keywords list the servers' ports in order,
+        in the driver's spelling.
+        """
+        cluster = PostgresCluster()
+        cluster.primary.port, cluster.standby.port = 40000, 40001
+        name = _drivers_of("postgresql")[0]
+        keywords = driver_class(name).keywords
+        kwargs = cluster.multi_host_kwargs(name)
+        self.assertEqual(
+            (kwargs[keywords["host"]], kwargs[keywords["port"]], kwargs["target_session_attrs"]),
+            ("127.0.0.1,127.0.0.1", "40000,40001", "read-write"),
+        )
+        self.assertEqual(kwargs[keywords["database"]], cluster.primary.database)
+        self.assertRaises(ValueError, cluster.multi_host_kwargs, _drivers_of("mysql")[0])
+
+
+class RequireDriverTests(SynchronousTestCase):
+    """
+    L{require_driver} says what to install for a missing driver.
+    """
+
+    def setUp(self) -> None:
+        def missing(name: str) -> Any:
+            raise ImportError("No module named %r" % (name,))
+
+        self.patch(fixtures.importlib, "import_module", missing)
+        self.patch(fixtures, "required", lambda: False)
+
+    def test_aMissingDriverNamesItsInstallHint(self) -> None:
+        """
+        The hint comes from the driver's L{Driver} class (the standard
+        library's sqlite3 has none: the message names the module).
+        """
+        for cls in known_drivers():
+            e = self.assertRaises(SkipTest, require_driver, cls.name)
+            self.assertIn("install %s" % (cls.install_hint or cls.name,), str(e))
+        self.assertTrue(all(cls.install_hint for cls in known_drivers() if cls.family != "sqlite"))
+
+    def test_twistarIsNoDriverButHasAHint(self) -> None:
+        """
+        twistar, which is no DB-API driver, has a hint of its own.
+        """
+        e = self.assertRaises(SkipTest, require_driver, "twistar")
+        self.assertIn("txreconnect[twistar]", str(e))
 
 
 class _ServerFaultsMixin(SynchronousTestCase):

@@ -17,9 +17,11 @@ import tempfile
 import threading
 import time
 import weakref
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Union
+from typing import Any, Callable, ClassVar, Dict, List, Mapping, Optional, Sequence, Union
 
 from twisted.logger import Logger
+
+from txreconnect.testing import _target
 
 __all__ = ["ServerNotAvailable", "ThrowawayServer", "free_port"]
 
@@ -142,6 +144,10 @@ class ThrowawayServer:
 
     #: the product name, for messages
     product = ""
+    #: the family of database it is, as a driver names it (a
+    #: L{Driver <txreconnect.drivers.Driver>}'s C{family}, such as
+    #: C{"postgresql"}): which drivers L{connect_kwargs} accepts
+    family: ClassVar[str] = ""
     #: accounts to run the server as when we are root, in order of preference
     run_as_candidates: Sequence[str] = ()
     #: how long start() waits for the server to accept connections
@@ -230,12 +236,19 @@ class ThrowawayServer:
 
     def connect_kwargs(self, driver: str, port: Optional[int] = None) -> Dict[str, object]:
         """
-        @param driver: the DB-API module name.
+        Keyword arguments for a driver's C{connect()} to this server, as
+        L{user}, into L{database}, spelled as that driver wants them (its
+        L{Driver <txreconnect.drivers.Driver>}'s C{connect_kwargs}).
+
+        @param driver: the DB-API module's name, one of the drivers of
+            L{family} (see L{txreconnect.drivers.known_drivers}).
         @param port: connect to this port on 127.0.0.1 instead of the
             server's (e.g. a L{FaultProxy} in front of it).
         @return: keyword arguments for C{driver.connect()}.
+        @raise ValueError: txreconnect knows no driver C{driver} of
+            L{family}; the message names those it knows.
         """
-        raise NotImplementedError
+        return _target.connect_kwargs(self, driver, [port or self.port])
 
     # --- lifecycle ---------------------------------------------------------
 

@@ -20,18 +20,16 @@ from typing import Any, Dict, Protocol, Tuple, Type, TypeVar
 from twisted.internet import defer
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
+from txreconnect.drivers import driver_class
 from txreconnect.testing._process import ServerNotAvailable, ThrowawayServer, SettingValue
 
 __all__ = ["destroy_shared", "private_server", "require_driver", "required", "shared_server", "started", "warm"]
 
 _S = TypeVar("_S", bound=ThrowawayServer)
 
-#: pip extras that provide each driver module
-_DRIVER_PACKAGES = {
-    "psycopg2": "psycopg2-binary (pip install 'txreconnect[postgres]')",
-    "psycopg": "psycopg 3 (pip install 'txreconnect[psycopg]')",
-    "pymysql": "PyMySQL (pip install 'txreconnect[mysql]')",
-    "MySQLdb": "mysqlclient (apt-get install libmariadb-dev pkg-config; pip install 'txreconnect[mysqlclient]')",
+#: what to install for the modules a test may require that are no
+#: database drivers (a driver's own hint is its C{install_hint})
+_OTHER_PACKAGES = {
     "twistar": "twistar (pip install 'txreconnect[twistar]')",
 }
 
@@ -56,8 +54,9 @@ def _unavailable(message: str) -> Exception:
 
 def require_driver(name: str) -> ModuleType:
     """
-    Import the DB-API module C{name} for a test.
+    Import the DB-API module C{name} (or twistar) for a test.
 
+    @param name: the module's name.
     @return: the module.
     @raise SkipTest: it is not installed and we are not in CI; the message
         says what to install.
@@ -68,7 +67,7 @@ def require_driver(name: str) -> ModuleType:
     except ImportError as e:
         raise _unavailable(
             "driver %r is not importable (%s); install %s"
-            % (name, e, _DRIVER_PACKAGES.get(name, name))
+            % (name, e, _OTHER_PACKAGES.get(name) or driver_class(name).install_hint or name)
         )
 
 

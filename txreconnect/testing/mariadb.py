@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import functools
 import os
-from typing import Dict, List, Optional
+from typing import List
 
 from txreconnect.testing._process import ThrowawayServer, find_binary
 
@@ -50,6 +50,7 @@ class MariaDBServer(ThrowawayServer):
     """
 
     product = "MariaDB"
+    family = "mysql"
     run_as_candidates = ("mysql",)
 
     @property
@@ -152,20 +153,3 @@ class MariaDBServer(ThrowawayServer):
 
     def client_connections(self) -> int:
         return len(self._client_ids())
-
-    def connect_kwargs(self, driver: str, port: Optional[int] = None) -> Dict[str, object]:
-        """
-        @param driver: C{"pymysql"} or C{"MySQLdb"}.
-        @param port: connect to this port on 127.0.0.1 instead (a proxy).
-        @return: keyword arguments for C{driver.connect()}.
-        @raise ValueError: C{driver} is not a MySQL driver.
-        """
-        if driver not in ("pymysql", "MySQLdb"):
-            raise ValueError("%r is not a MySQL driver (pymysql, MySQLdb)" % (driver,))
-        return {
-            "host": "127.0.0.1",
-            "port": port or self.port,
-            "user": self.user,
-            "password": self.password,
-            "database": self.database,
-        }

@@ -58,6 +58,7 @@ from txreconnect.testing._process import (
     _kill_group,
     find_binary,
 )
+from txreconnect.testing import _target
 from txreconnect.testing.postgres import PostgresServer, _bindir
 
 __all__ = ["PgBouncer"]
@@ -140,6 +141,7 @@ class PgBouncer(ThrowawayServer):
     """
 
     product = "PgBouncer"
+    family = "postgresql"
     run_as_candidates = ("postgres",)
     # SIGINT would wait for the clients to leave (in session mode); SIGTERM
     # closes them at once, as stopping a server does.
@@ -298,29 +300,34 @@ class PgBouncer(ThrowawayServer):
         @return: how many clients are connected to L{database} (the admin
             console's own connection is not counted).
         """
-        return sum(1 for row in self.show("CLIENTS") if row.get("database") == self.database)
+        return len(self._show_ours("CLIENTS"))
 
     def server_connections(self) -> int:
         """
         @return: how many connections PgBouncer has to the server for
             L{database}, in use or idle.
         """
-        return sum(1 for row in self.show("SERVERS") if row.get("database") == self.database)
+        return len(self._show_ours("SERVERS"))
 
     def connect_kwargs(self, driver: str, port: Optional[int] = None) -> Dict[str, object]:
         """
-        @param driver: C{"psycopg2"} or C{"psycopg"}.
+        Keyword arguments for a driver's C{connect()} to PgBouncer (see
+        L{ThrowawayServer.connect_kwargs}).  In transaction mode they add
+        what the driver needs behind a transaction pooler (its
+        L{Driver <txreconnect.drivers.Driver>}'s
+        C{transaction_pooling_keywords}): for psycopg 3, automatic
+        server-side prepared statements off, since PgBouncer 1.18 does not
+        track them, so a statement prepared on one server connection is
+        missing on the next.
+
+        @param driver: the DB-API module's name, a PostgreSQL driver.
         @param port: connect to this port on 127.0.0.1 instead (a proxy).
-        @return: keyword arguments for C{driver.connect()}.  For psycopg 3
-            in transaction mode they turn its automatic server-side
-            prepared statements off (C{prepare_threshold=None}): PgBouncer
-            1.18 does not track them, so a statement prepared on one server
-            connection is missing on the next.
+        @return: keyword arguments for C{driver.connect()}.
         @raise ValueError: C{driver} is not a PostgreSQL driver.
         """
-        kwargs = self.server.connect_kwargs(driver, port=port or self.port)
-        if driver == "psycopg" and self.pool_mode == "transaction":
-            kwargs["prepare_threshold"] = None
+        kwargs = super().connect_kwargs(driver, port)
+        if self.pool_mode == "transaction":
+            kwargs.update(_target.driver(self.family, driver).transaction_pooling_keywords)
         return kwargs
 
     # --- the admin console ---------------------------------------------------
@@ -396,10 +403,15 @@ class PgBouncer(ThrowawayServer):
             C{cl_waiting}, C{sv_active}, C{sv_idle}, C{sv_used},
             C{pool_mode}...), or an empty dict if it has no pool yet.
         """
-        for row in self.show("POOLS"):
-            if row.get("database") == self.database:
-                return row
-        return {}
+        rows = self._show_ours("POOLS")
+        return rows[0] if rows else {}
+
+    def _show_ours(self, what: str) -> List[Dict[str, str]]:
+        """
+        @return: the rows of C{SHOW what} whose C{database} column is
+            L{database}.
+        """
+        return [row for row in self.show(what) if row.get("database") == self.database]
 
     def pause(self, wait: bool = True, timeout: Optional[float] = None) -> None:
         """

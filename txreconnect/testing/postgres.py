@@ -10,7 +10,7 @@ import glob
 import os
 import signal
 import time
-from typing import Dict, List, Optional
+from typing import List
 
 from txreconnect.testing._process import ThrowawayServer, children as _children, find_binary
 
@@ -102,6 +102,7 @@ class PostgresServer(ThrowawayServer):
     """
 
     product = "PostgreSQL"
+    family = "postgresql"
     run_as_candidates = ("postgres",)
     # SIGINT is PostgreSQL's "fast" shutdown: it ends the sessions instead
     # of waiting for every client to leave (SIGTERM, "smart").
@@ -179,23 +180,6 @@ class PostgresServer(ThrowawayServer):
             " WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()"
         )
         return int(out.strip())
-
-    def connect_kwargs(self, driver: str, port: Optional[int] = None) -> Dict[str, object]:
-        """
-        @param driver: C{"psycopg2"} or C{"psycopg"}.
-        @param port: connect to this port on 127.0.0.1 instead (a proxy).
-        @return: keyword arguments for C{driver.connect()}.
-        @raise ValueError: C{driver} is not a PostgreSQL driver.
-        """
-        if driver not in ("psycopg2", "psycopg"):
-            raise ValueError("%r is not a PostgreSQL driver (psycopg2, psycopg)" % (driver,))
-        return {
-            "host": "127.0.0.1",
-            "port": port or self.port,
-            "user": self.user,
-            "password": self.password,
-            "dbname": self.database,
-        }
 
     def kill(self) -> None:
         """

@@ -17,6 +17,7 @@ from typing import Callable, Dict, List, Mapping, Optional, Sequence
 
 from twisted.logger import Logger
 
+from txreconnect.testing import _target
 from txreconnect.testing._process import SettingValue
 from txreconnect.testing.postgres import PostgresServer, _quote_literal
 
@@ -459,7 +460,8 @@ class PostgresCluster:
         servers in order and keeps the first that suits
         C{target_session_attrs}.
 
-        @param driver: C{"psycopg2"} or C{"psycopg"}.
+        @param driver: the DB-API module's name, a PostgreSQL driver
+            built on libpq.
         @param target_session_attrs: libpq's setting (C{"read-write"},
             C{"any"}, C{"primary"}, C{"standby"}...), or C{None} to leave
             it out.
@@ -467,10 +469,8 @@ class PostgresCluster:
             L{primary} then L{standby}).
         @raise ValueError: C{driver} is not a PostgreSQL driver.
         """
-        servers = list(servers or self.servers)
-        kwargs = self.primary.connect_kwargs(driver)
-        kwargs["host"] = ",".join("127.0.0.1" for _ in servers)
-        kwargs["port"] = ",".join(str(server.port) for server in servers)
+        ports = [server.port for server in servers or self.servers]
+        kwargs = _target.connect_kwargs(self.primary, driver, ports)
         if target_session_attrs is not None:
             kwargs["target_session_attrs"] = target_session_attrs
         return kwargs
@@ -484,7 +484,9 @@ class PostgresCluster:
         L{multi_host_kwargs} as a libpq connection string, for
         C{psycopg2.connect(dsn)}, C{psycopg.connect(conninfo)} or psql.
         """
-        return _conninfo(self.multi_host_kwargs("psycopg2", target_session_attrs, servers))
+        # Spelled as the default PostgreSQL driver spells libpq's keywords.
+        libpq = _target.default_driver(self.primary.family).name
+        return _conninfo(self.multi_host_kwargs(libpq, target_session_attrs, servers))
 
     # --- helpers -------------------------------------------------------------
 
