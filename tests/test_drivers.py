@@ -488,7 +488,7 @@ class GenericDriverTests(SynchronousTestCase):
         """
         Keyword arguments are driver-specific: the generic rules add none.
         """
-        self.assertEqual(self.driver.connect_defaults({"host": "db"}), {})
+        self.assertEqual(self.driver.connect_defaults((), {"host": "db"}), {})
 
 
 class Psycopg2Tests(SynchronousTestCase):
@@ -700,14 +700,14 @@ class LibpqConnectDefaultsTests(SynchronousTestCase):
         by default.
         """
         for driver, _ in self.drivers:
-            self.assertEqual(driver.connect_defaults({"host": "db"}), self.expected)
+            self.assertEqual(driver.connect_defaults((), {"host": "db"}), self.expected)
 
     def test_userKeywordsAreNeverOverridden(self) -> None:
         """
         A parameter the user gave as a keyword is not added.
         """
         for driver, _ in self.drivers:
-            defaults = driver.connect_defaults({"keepalives": 0, "connect_timeout": 3})
+            defaults = driver.connect_defaults((), {"keepalives": 0, "connect_timeout": 3})
             self.assertNotIn("keepalives", defaults)
             self.assertNotIn("connect_timeout", defaults)
             self.assertEqual(defaults["keepalives_idle"], 30)
@@ -722,18 +722,17 @@ class LibpqConnectDefaultsTests(SynchronousTestCase):
                 "host=db keepalives_idle=5 connect_timeout=2",
                 "postgresql://u@db/app?keepalives_idle=5&connect_timeout=2",
             ]:
-                defaults = driver.connect_defaults({keyword: dsn})
+                defaults = driver.connect_defaults((), {keyword: dsn})
                 self.assertNotIn("keepalives_idle", defaults, (keyword, dsn))
                 self.assertNotIn("connect_timeout", defaults, (keyword, dsn))
                 self.assertEqual(defaults["keepalives"], 1)
 
-    def test_positionalConnectionStringIsReadUnderDsn(self) -> None:
+    def test_positionalConnectionStringIsRead(self) -> None:
         """
-        The pool passes a positional connection string as C{dsn}, for
-        psycopg 3 too.
+        A positional connection string counts as given, for psycopg 3 too.
         """
         for driver, _ in self.drivers:
-            defaults = driver.connect_defaults({"dsn": "host=db keepalives=0"})
+            defaults = driver.connect_defaults(("host=db keepalives=0",), {})
             self.assertNotIn("keepalives", defaults)
             self.assertEqual(defaults["connect_timeout"], 10)
 
@@ -743,7 +742,7 @@ class LibpqConnectDefaultsTests(SynchronousTestCase):
         """
         os.environ["PGCONNECT_TIMEOUT"] = "4"
         for driver, _ in self.drivers:
-            self.assertNotIn("connect_timeout", driver.connect_defaults({}))
+            self.assertNotIn("connect_timeout", driver.connect_defaults((), {}))
 
     def test_unparsableConnectionStringGetsNothing(self) -> None:
         """
@@ -751,7 +750,7 @@ class LibpqConnectDefaultsTests(SynchronousTestCase):
         C{connect()} will say what is wrong with it.
         """
         for driver, keyword in self.drivers:
-            self.assertEqual(driver.connect_defaults({keyword: "garbage"}), {})
+            self.assertEqual(driver.connect_defaults((), {keyword: "garbage"}), {})
 
 
 class PsycopgTests(SynchronousTestCase):
@@ -905,8 +904,8 @@ class MySQLDriverTestsMixin(_MixinBase):
         A 10 s connect timeout is added unless given; no read or write
         timeout is.
         """
-        self.assertEqual(self.driver.connect_defaults({"host": "db"}), {"connect_timeout": 10})
-        self.assertEqual(self.driver.connect_defaults({"connect_timeout": 2}), {})
+        self.assertEqual(self.driver.connect_defaults((), {"host": "db"}), {"connect_timeout": 10})
+        self.assertEqual(self.driver.connect_defaults((), {"connect_timeout": 2}), {})
 
 
 class PyMySQLTests(MySQLDriverTestsMixin, SynchronousTestCase):
@@ -1124,7 +1123,7 @@ class Sqlite3Tests(SynchronousTestCase):
         """
         sqlite3 has no socket: nothing is added to C{connect()}.
         """
-        self.assertEqual(self.driver.connect_defaults({"database": ":memory:"}), {})
+        self.assertEqual(self.driver.connect_defaults((), {"database": ":memory:"}), {})
 
 
 class StallTimeoutDefaultsTests(SynchronousTestCase):
@@ -1138,7 +1137,7 @@ class StallTimeoutDefaultsTests(SynchronousTestCase):
     skip = _skipWithout(pymysql, "pymysql")
 
     def test_pymysqlGetsOnlyAConnectTimeout(self) -> None:
-        self.assertEqual(PyMySQLDriver(pymysql).connect_defaults({}, 60.0), {"connect_timeout": 10})
+        self.assertEqual(PyMySQLDriver(pymysql).connect_defaults((), {}, 60.0), {"connect_timeout": 10})
 
     def test_pymysqlUserConnectTimeoutWins(self) -> None:
-        self.assertEqual(PyMySQLDriver(pymysql).connect_defaults({"connect_timeout": 3}, 60.0), {})
+        self.assertEqual(PyMySQLDriver(pymysql).connect_defaults((), {"connect_timeout": 3}, 60.0), {})

@@ -130,6 +130,15 @@ class MySQLHostSelectionTests(SynchronousTestCase):
         driver.connect((), {"host": ["a", "b"], "port": 3310})
         self.assertEqual([(c["host"], c["port"]) for c in driver.module.calls], [("a", 3310), ("b", 3310)])
 
+    def test_emptyPortEntryMeansTheDefaultPort(self) -> None:
+        """
+        An empty entry in the port list (a URL's host written without a
+        port) passes no C{port}, so the driver uses its default.
+        """
+        driver = self.driver({("a", None): _Server()})
+        driver.connect((), {"host": "a,b", "port": ",3307"})
+        self.assertEqual(driver.module.calls, [{"host": "a"}])
+
     def test_readWriteTargetSkipsAReadOnlyServerAndClosesIt(self) -> None:
         """
         With C{target_session_attrs="read-write"}, a server whose

@@ -236,7 +236,7 @@ class ParseTests(SynchronousTestCase):
         self.assertParses(
             "mysql://app@[::1]:3307,db/shop",
             "pymysql",
-            {"user": "app", "host": "::1,db", "port": "3307,3306", "database": "shop"},
+            {"user": "app", "host": "::1,db", "port": "3307,", "database": "shop"},
         )
 
     def test_mysqlHostListBecomesHostAndPortLists(self) -> None:
@@ -265,13 +265,14 @@ class ParseTests(SynchronousTestCase):
                 },
             )
 
-    def test_mysqlHostWithoutPortGetsTheDefaultPort(self) -> None:
+    def test_hostWithoutPortHasAnEmptyEntryForEveryDriver(self) -> None:
         """
-        Every entry of a MySQL port list is a port: 3306 for a host written
-        without one.
+        A MySQL host list is written as libpq's: a host written without a
+        port has an empty entry (the driver's default port), and a list
+        without ports has no C{port} at all.
         """
-        self.assertParses("mysql://h1,h2:3307/shop", "pymysql", {"host": "h1,h2", "port": "3306,3307", "database": "shop"})
-        self.assertParses("mysql+mysqldb://h1,h2/shop", "MySQLdb", {"host": "h1,h2", "port": "3306,3306", "database": "shop"})
+        self.assertParses("mysql://h1,h2:3307/shop", "pymysql", {"host": "h1,h2", "port": ",3307", "database": "shop"})
+        self.assertParses("mysql+mysqldb://h1,h2/shop", "MySQLdb", {"host": "h1,h2", "database": "shop"})
 
     def test_singleHostUnchangedByTargetSessionAttrs(self) -> None:
         """
@@ -317,7 +318,7 @@ class ParseTests(SynchronousTestCase):
         self.assertParses(
             "mysql://app:a,b@h1,h2:3307/shop",
             "pymysql",
-            {"user": "app", "password": "a,b", "host": "h1,h2", "port": "3306,3307", "database": "shop"},
+            {"user": "app", "password": "a,b", "host": "h1,h2", "port": ",3307", "database": "shop"},
         )
 
     def test_mysqlUnixSocket(self) -> None:
@@ -640,11 +641,13 @@ class ErrorTests(SynchronousTestCase):
 
     def test_hostListPortsGivenTwice(self) -> None:
         """
-        A MySQL host list always gives each host's port, so C{?port=} is
-        refused; so it is for a PostgreSQL list that gives ports.
+        A host list that gives ports refuses C{?port=}; one that gives none
+        takes it for every host.
         """
-        self.assertRejected("mysql://app:%s@h1,h2/shop?port=3307" % (PASSWORD,), "port", "both", "h1:port,h2:port")
+        self.assertRejected("mysql://app:%s@h1:1,h2/shop?port=3307" % (PASSWORD,), "port", "both", "h1:port,h2:port")
         self.assertRejected("postgresql://app:%s@h1:1,h2/shop?port=5433" % (PASSWORD,), "port", "both")
+        parsed = parse_url("mysql://h1,h2/shop?port=3307")
+        self.assertEqual(parsed.connect_kwargs, {"host": "h1,h2", "port": 3307, "database": "shop"})
         self.assertRejected("postgresql://app:%s@h1,h2/shop?host=h3" % (PASSWORD,), "host", "both")
 
     def test_sqliteHostList(self) -> None:

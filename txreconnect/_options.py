@@ -9,7 +9,7 @@ from typing import Optional
 
 from txreconnect.errors import ConfigurationError
 
-__all__ = ["count", "flag", "seconds", "optional_seconds"]
+__all__ = ["count", "flag", "optional_seconds", "seconds", "sizes"]
 
 
 def seconds(name: str, value: object, allow_zero: bool = False) -> float:
@@ -44,6 +44,28 @@ def count(name: str, value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise ConfigurationError("%s must be an integer >= 0, not %r" % (name, value))
     return value
+
+
+def sizes(cp_min: object, cp_max: object, min_given: bool) -> None:
+    """
+    Check a pool's size: adbapi would wait for ever on C{cp_max=0}, and
+    silently lower a C{cp_min} larger than C{cp_max}.  A default
+    C{cp_min} follows a smaller C{cp_max}, as in adbapi (C{cp_max=2}
+    alone lowers the default C{cp_min} of 3 to 2).
+
+    @param cp_min: the value of C{cp_min}.
+    @param cp_max: the value of C{cp_max}, given or default.
+    @param min_given: whether the user gave C{cp_min}.
+    @raise ConfigurationError: C{cp_min} is not an integer >= 0,
+        C{cp_max} not an integer >= 1, or C{cp_min} was given and is
+        larger.
+    """
+    low = count("cp_min", cp_min)
+    high = count("cp_max", cp_max)
+    if high < 1:
+        raise ConfigurationError("cp_max must be at least 1, not %r: no call could ever run" % (high,))
+    if min_given and low > high:
+        raise ConfigurationError("cp_min (%d) must not be larger than cp_max (%d)" % (low, high))
 
 
 def flag(name: str, value: object) -> bool:

@@ -8,22 +8,25 @@ from __future__ import annotations
 import math
 import random
 import threading
+from functools import cached_property
 from threading import get_ident as _get_ident
 from time import monotonic as _monotonic
 from typing import Any, Callable, Dict, List, Optional, Set, TypeVar
 
 from twisted.enterprise import adbapi
 from twisted.logger import Logger
+from twisted.python import reflect
 from twisted.python.threadpool import ThreadPool
 
-from txreconnect import _fork
-from txreconnect._options import count, flag, optional_seconds
+from txreconnect import _decide, _fork
+from txreconnect._decide import Attempt, Kind, Outcome
+from txreconnect._options import count, flag, optional_seconds, sizes
 from txreconnect._outage import UP, Outage, describe
 from txreconnect._replay import is_idempotent
 from txreconnect._stats import Stats
 from txreconnect._watchdog import SocketId, Watchdog, socket_id
 from txreconnect.drivers import Driver, driver_for
-from txreconnect.errors import ConfigurationError, DisconnectionError, TransactionOutcomeUnknown, WrongServerError
+from txreconnect.errors import ConfigurationError
 from txreconnect.policy import FailFast, ReconnectPolicy
 
 __all__ = ["ReconnectingConnectionPool"]
@@ -32,9 +35,6 @@ _T = TypeVar("_T")
 
 #: the pool's own options, as cp_* keywords
 _OWN_OPTIONS = ("replays", "policy", "health_check", "max_lifetime", "stall_timeout", "follow_writer")
-
-#: keys of connect() keywords that may be shown in a repr or a log line
-_SHOWN_KEYS = ("host", "port", "dbname", "database", "db")
 
 
 class _Connection(adbapi.Connection):
@@ -234,14 +234,20 @@ class ReconnectingConnectionPool(adbapi.ConnectionPool):
     _log = Logger()
 
     def __init__(self, dbapiName: str, *connargs: Any, **connkw: Any) -> None:
+        # Everything that can raise runs before adbapi's __init__, which
+        # starts the threads at once when the reactor runs: a bad option
+        # leaves no thread and no reactor trigger behind.
         known = {"cp_" + name for name in self.CP_ARGS} | {"cp_reactor"}
         unknown = sorted(k for k in connkw if k.startswith("cp_") and k not in known)
         if unknown:
             raise ConfigurationError(
                 "unknown pool option %s (known: %s)" % (", ".join(unknown), ", ".join(sorted(known)))
             )
-        # Check our options before adbapi starts threads (it does at once
-        # when the reactor runs), so that a bad one leaves nothing behind.
+        sizes(
+            connkw.get("cp_min", self.min),
+            connkw.get("cp_max", self.max),
+            min_given="cp_min" in connkw,
+        )
         mine = {name: connkw.get("cp_" + name, getattr(self, name)) for name in _OWN_OPTIONS}
         replays = count("cp_replays", mine["replays"])
         if not isinstance(mine["policy"], ReconnectPolicy):
@@ -252,26 +258,32 @@ class ReconnectingConnectionPool(adbapi.ConnectionPool):
         max_lifetime = optional_seconds("cp_max_lifetime", mine["max_lifetime"])
         stall_timeout = optional_seconds("cp_stall_timeout", mine["stall_timeout"])
         follow_writer = flag("cp_follow_writer", mine["follow_writer"])
+        # adbapi imports the module by the same name; it is cached.
+        driver = driver_for(reflect.namedModule(dbapiName))
+        given = {key: value for key, value in connkw.items() if not key.startswith("cp_")}
+        wants_writer = driver.wants_writer(connargs, given)
+        defaults = driver.connect_defaults(connargs, given, stall_timeout)
         super().__init__(dbapiName, *connargs, **connkw)
-        self.replays = replays
-        self.health_check = health_check
-        self.max_lifetime = max_lifetime
-        self.stall_timeout = stall_timeout
-        self.follow_writer = follow_writer
-        # The same ids as adbapi's threadable.getThreadID, without two
-        # Python calls on the path of every call.
-        self.threadID = _get_ident
-        self._driver: Driver = driver_for(self.dbapi)
-        shown = dict(self.connkw)
-        if connargs and isinstance(connargs[0], str):
-            shown.setdefault("dsn", connargs[0])
-        for key, value in self._driver.connect_defaults(shown, self.stall_timeout).items():
-            self.connkw.setdefault(key, value)
-        self._wants_writer = self._driver.wants_writer(self.connargs, self.connkw)
-        self._births: Dict[int, _Birth] = {}
-        self._replacing: Set[int] = set()
-        self._new_process_state()
-        _fork.track(self)
+        try:
+            self.replays = replays
+            self.health_check = health_check
+            self.max_lifetime = max_lifetime
+            self.stall_timeout = stall_timeout
+            self.follow_writer = follow_writer
+            # The same ids as adbapi's threadable.getThreadID, without two
+            # Python calls on the path of every call.
+            self.threadID = _get_ident
+            self._driver = driver
+            for key, value in defaults.items():
+                self.connkw.setdefault(key, value)
+            self._wants_writer = wants_writer
+            self._births = {}
+            self._replacing = set()
+            self._new_process_state()
+            _fork.track(self)
+        except BaseException:
+            self.close()
+            raise
 
     @classmethod
     def from_url(cls, url: str, **pool_kw: Any) -> "ReconnectingConnectionPool":
@@ -289,27 +301,73 @@ class ReconnectingConnectionPool(adbapi.ConnectionPool):
         args, kwargs = parse_url(url).arguments(**pool_kw)
         return cls(*args, **kwargs)
 
+    # --- state, with defaults for a subclass that skips our __init__ ---------
+    #
+    # A subclass whose __init__ does not call ours (Twisted's own tests do
+    # this) still gets a pool that behaves like adbapi's: each piece of
+    # state below is made on first use.
+
+    #: the pool generation: a disconnection seen by one thread makes every
+    #: connection of an older generation suspect
+    _generation = 0
+    #: connections of an older generation than this are replaced without
+    #: a ping (they may be on the wrong server)
+    _replace_before = 0
+    #: whether the connect() arguments ask for a writable server
+    _wants_writer = False
+
+    @cached_property
+    def _driver(self) -> Driver:
+        return driver_for(getattr(self, "dbapi", None))
+
+    @cached_property
+    def _births(self) -> Dict[int, _Birth]:
+        return {}
+
+    @cached_property
+    def _replacing(self) -> Set[int]:
+        return set()
+
+    @cached_property
+    def _generation_lock(self) -> threading.Lock:
+        return threading.Lock()
+
+    @cached_property
+    def _stats(self) -> Stats:
+        return Stats()
+
+    @cached_property
+    def _outage(self) -> Outage:
+        return Outage(lambda: repr(self), self._stats, self._driver.errors or (Exception,))
+
+    @cached_property
+    def _watchdog(self) -> Watchdog:
+        return Watchdog(name=repr(self))
+
+    @cached_property
+    def connections(self) -> Dict[int, Any]:  # type: ignore[override]
+        return {}
+
     def _new_process_state(self) -> None:
         """
         The state shared by the pool's threads, made anew in a forked
         child (where another thread may have held its locks).
         """
         self._generation = 0
-        # Connections of an older generation than this are replaced
-        # without a ping (they may be on the wrong server).
         self._replace_before = 0
         self._generation_lock = threading.Lock()
         self._stats = Stats()
-        self._outage = Outage(lambda: repr(self), self._stats, self.dbapi.Error)
+        self._outage = Outage(lambda: repr(self), self._stats, self._driver.errors or (Exception,))
         self._watchdog = Watchdog(name=repr(self))
 
     def __repr__(self) -> str:
+        connkw = getattr(self, "connkw", {})
         where = " ".join(
-            "%s=%s" % (key, self.connkw[key]) for key in _SHOWN_KEYS if key in self.connkw
+            "%s=%s" % (key, connkw[key]) for key in self._driver.shown_keywords if key in connkw
         )
         return "<%s %s%s%s cp_max=%d>" % (
             type(self).__name__,
-            self.dbapiName,
+            getattr(self, "dbapiName", "?"),
             " " + where if where else "",
             " name=%s" % (self.name,) if self.name else "",
             self.max,
@@ -394,10 +452,9 @@ class ReconnectingConnectionPool(adbapi.ConnectionPool):
         what: str,
     ) -> bool:
         """
-        Decide what follows an attempt that raised C{error}: roll back and
-        pass an error that is not a disconnection (nor a wrong server) on,
-        replay the call, or raise L{DisconnectionError},
-        L{TransactionOutcomeUnknown} or L{WrongServerError}.
+        Carry out what follows an attempt that raised C{error}: classify
+        the error (L{_classify}), let L{_decide.decide} say what to do,
+        then do it: count, log, and pass the error on, replay, or raise.
 
         @param function: the user's interaction or function; whether it is
             marked L{idempotent} is looked up only here, off the path of
@@ -410,79 +467,96 @@ class ReconnectingConnectionPool(adbapi.ConnectionPool):
             C{cp_stall_timeout} ran out (and the watchdog shut its socket
             down), or L{None} without a bound.
         @return: L{True} to replay the call, L{False} to re-raise C{error}.
+        @raise DisconnectionError: the outcome's error, chaining C{error}.
         """
-        raw = conn._connection
-        if self._driver.is_disconnect(error, raw):
-            wrong = False
-        elif self.follow_writer and self._driver.is_wrong_server(error, self._wants_writer):
-            wrong = True
-        else:
-            self._rollback(conn)
+        raw = getattr(conn, "_connection", None)
+        kind = self._classify(error, conn, raw)
+        if kind is Kind.OTHER:
             return False
-        unknown = conn.commit_started or (
-            conn.statement_ran
-            and (self._driver.is_autocommit(raw) if conn.autocommit is None else conn.autocommit)
+        # A connection wrapper that is not ours records nothing: assume
+        # the worst.
+        commit_started = getattr(conn, "commit_started", True)
+        statement_sent = getattr(conn, "statement_ran", True)
+        autocommit = getattr(conn, "autocommit", None)
+        if autocommit is None:
+            autocommit = self._driver.is_autocommit(raw)
+        news = self._lost(raw, kind is Kind.WRONG_SERVER)
+        outcome = _decide.decide(
+            Attempt(
+                kind=kind,
+                commit_started=commit_started,
+                statement_sent=statement_sent,
+                autocommit=autocommit,
+                idempotent=is_idempotent(function),
+                replayable=replay,
+                stalled=deadline is not None and _monotonic() >= deadline,
+                replayed=replayed,
+                replays=self.replays,
+            )
         )
-        bound = self.stall_timeout
-        stalled = not wrong and deadline is not None and _monotonic() >= deadline
-        news = self._lost(raw, wrong)
-        idempotent = is_idempotent(function)
-        if wrong and conn.commit_started and not idempotent:
-            # The server answered: it refused the COMMIT, so nothing was
-            # committed; still, no call is replayed once COMMIT was sent.
-            self._incident(news, error, "not replaying the %s: COMMIT was sent" % (what,), wrong)
-            raise WrongServerError(
-                "the database server refused to commit the %s because it is read-only (%s); "
-                "nothing was committed, so retrying the call is safe, but it is not replayed "
-                "once COMMIT was sent" % (what, describe(error))
-            ) from error
-        if unknown and not idempotent:
-            self._stats.add("outcome_unknown")
-            self._incident(news, error, "not replaying the %s: its outcome is unknown" % (what,), wrong)
-            raise TransactionOutcomeUnknown(
-                "lost the database connection (%s) after the %s may have committed "
-                "(COMMIT was in flight, or autocommit was on); it may or may not have "
-                "taken effect, so check before retrying" % (describe(error), what)
-            ) from error
-        if stalled:
-            self._stats.add("stalls")
-            self._incident(news, error, "no answer within %s s: not replaying" % (bound,), wrong)
-            raise DisconnectionError(
-                "no answer from the database within %s s (cp_stall_timeout), so the "
-                "connection was shut down (%s); nothing was committed, so retrying the "
-                "call is safe" % (bound, describe(error))
-            ) from error
-        if (replay or idempotent) and replayed < self.replays:
-            self._stats.add("replays")
-            self._incident(news, error, "replaying the %s (%d of %d)" % (what, replayed + 1, self.replays), wrong)
+        for counter in _decide.counters(outcome, replayed):
+            self._stats.add(counter)
+        self._incident(
+            news,
+            error,
+            _decide.action(outcome, what, replayed, self.replays, self.stall_timeout),
+            kind is Kind.WRONG_SERVER,
+        )
+        if outcome is Outcome.REPLAY:
             return True
-        if replayed:
-            self._stats.add("replays_failed")
-        self._incident(news, error, "giving up after %d replays" % (replayed,), wrong)
-        if wrong:
-            raise WrongServerError(
-                "the database server refused a write because it is read-only (%s), and "
-                "reconnecting did not reach a writable server; nothing was committed: list "
-                "every server with target_session_attrs=read-write so that the pool can find "
-                "the writer" % (describe(error),)
-            ) from error
-        raise DisconnectionError(
-            "lost the database connection (%s) before the %s could commit; nothing "
-            "was committed, so retrying the call is safe" % (describe(error), what)
-        ) from error
+        assert outcome.error is not None
+        raise outcome.error(_decide.message(outcome, what, describe(error), self.stall_timeout)) from error
 
-    def _rollback(self, conn: _Connection) -> None:
+    def _classify(self, error: BaseException, conn: _Connection, raw: Any) -> Kind:
         """
-        Roll back after an error that is not a disconnection.  If the
-        rollback finds the connection dead, discard it without noise.
+        Tell what C{error} means, with the driver's rules.  An error that
+        is neither a lost connection nor a wrong server is rolled back
+        here; for a driver whose rules are incomplete (one txreconnect
+        does not know), a driver error after which the rollback or a ping
+        fails means a lost connection.
+
+        @return: the kind of error.
         """
-        raw = conn._connection
+        driver = self._driver
+        if driver.is_disconnect(error, raw):
+            return Kind.DISCONNECT
+        if self.follow_writer and driver.is_wrong_server(error, self._wants_writer):
+            return Kind.WRONG_SERVER
+        suspect = driver.suspect(error)
+        rollback_error = self._rollback(conn, quiet=suspect)
+        if suspect and raw is not None and (rollback_error is not None or not self._answers(raw)):
+            return Kind.DISCONNECT
+        if rollback_error is not None:
+            self._lost(raw)
+        return Kind.OTHER
+
+    def _answers(self, raw: Any) -> bool:
+        """
+        @param raw: this thread's connection, just rolled back.
+        @return: whether it answers a ping.
+        """
+        try:
+            self._driver.ping(raw)
+        except Exception:
+            return False
+        return True
+
+    def _rollback(self, conn: _Connection, quiet: bool = False) -> Optional[BaseException]:
+        """
+        Roll back after an error that is not a disconnection.  A failed
+        rollback is logged (as adbapi does), unless the driver's rules
+        say the connection is lost or C{quiet}.
+
+        @param quiet: log no failure (the caller decides what it means).
+        @return: the rollback's error, or L{None} if it succeeded.
+        """
         try:
             conn.rollback()
         except Exception as error:
-            if not self._driver.is_disconnect(error, raw):
+            if not quiet and not self._driver.is_disconnect(error, getattr(conn, "_connection", None)):
                 self._log.failure("{pool!r}: rollback failed; discarding the connection", pool=self)
-            self._lost(raw)
+            return error
+        return None
 
     def _lost(self, raw: Any, wrong_server: bool = False) -> bool:
         """
@@ -495,7 +569,7 @@ class ReconnectingConnectionPool(adbapi.ConnectionPool):
         @return: whether this is news (the first thread to see it).
         """
         self._stats.add("wrong_server" if wrong_server else "disconnects")
-        tid = self.threadID()
+        tid = _get_ident()
         birth = self._births.get(tid)
         if self.connections.get(tid) is raw:
             self._discard(tid)
@@ -610,11 +684,11 @@ class ReconnectingConnectionPool(adbapi.ConnectionPool):
         if self.noisy:
             self._log.info("{pool!r}: connecting", pool=self)
         self._stats.add("connect_attempts")
-        if self.threadID() in self._replacing or self._outage.state != UP:
+        if _get_ident() in self._replacing or self._outage.state != UP:
             self._stats.add("reconnect_attempts")
         try:
             conn = self._driver.connect(self.connargs, self.connkw, self.dbapi.connect)
-        except self.dbapi.Error:
+        except self._outage.errors:
             self._stats.add("connect_failures")
             raise
         try:
@@ -639,26 +713,33 @@ class ReconnectingConnectionPool(adbapi.ConnectionPool):
         Close C{conn}, this thread's connection, and forget it.  Unlike
         adbapi's, never raises when the connection was already discarded.
         """
-        if self.connections.get(self.threadID()) is conn:
-            self._discard(self.threadID())
+        tid = _get_ident()
+        if self.connections.get(tid) is conn:
+            self._discard(tid)
         else:
             self._driver.close(conn)
 
     def _close(self, conn: Any) -> None:
+        """
+        Close C{conn}.  The driver's own errors are expected (the
+        connection may be dead) and pass silently; any other is logged,
+        as adbapi does.
+        """
         if self.noisy:
             self._log.info("{pool!r}: closing a connection", pool=self)
-        self._driver.close(conn)
+        try:
+            conn.close()
+        except self._driver.errors:
+            pass
+        except Exception:
+            self._log.failure("{pool!r}: closing a connection failed", pool=self)
         self._stats.add("closed")
 
     def start(self) -> None:
         """
         Start the pool (the reactor does it when it starts running).
         """
-        # adbapi's __init__ calls start() at once if the reactor runs,
-        # before our own state exists: a new pool needs no reopening.
-        outage: Optional[Outage] = getattr(self, "_outage", None)
-        if outage is not None:
-            outage.reopen()
+        self._outage.reopen()
         super().start()
 
     def finalClose(self) -> None:

@@ -18,6 +18,11 @@ the pool's C{cp_*} options.
   - C{sqlite:///relative/path}, C{sqlite:////absolute/path}; C{sqlite://}
     and C{sqlite:///:memory:} are a memory database.
 
+In general C{scheme+name://} picks the driver whose module is I{name},
+in any case, among those that serve the scheme; the drivers and what
+each calls the URL's parts are in L{txreconnect.drivers}, one module per
+driver.
+
 Several hosts, separated by commas
 (C{postgresql://app@h1:5432,h2:5433/shop?target_session_attrs=read-write}),
 are tried in order, as libpq does:
@@ -30,8 +35,9 @@ are tried in order, as libpq does:
     default, or C{?port=} for every host).  Entries may be IPv6 addresses
     in brackets or percent-encoded socket directories.
   - for MySQL and MariaDB they become the same text lists, C{host="h1,h2"}
-    and C{port="3306,3307"}, with 3306 for a host written without a port,
-    which txreconnect's MySQL driver layer splits and tries in order.
+    and C{port="3306,3307"} (an empty entry, or no C{port}, for the
+    default port), which txreconnect's MySQL driver layer splits and
+    tries in order.
   - an sqlite URL has no host, let alone a list of them.
 
 C{target_session_attrs} picks the server a connection may stay on: for
@@ -73,105 +79,36 @@ never contains the password.
 
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple, Type
 from urllib.parse import unquote
 
 from hyperlink import URL
 
-from txreconnect._options import seconds
+from txreconnect import _convert
+from txreconnect.drivers import Driver, driver_class, known_drivers
 from txreconnect.errors import ConfigurationError
 from txreconnect.policy import FailFast, WaitForDatabase
 
 __all__ = ["ParsedURL", "parse_url"]
 
-#: converts a query parameter's text, given its name for the message
-_Converter = Callable[[str, str], Any]
-
-
-# --- converters ----------------------------------------------------------------
-
-_TRUE = ("true", "yes", "on", "1")
-_FALSE = ("false", "no", "off", "0")
-_NONE = ("none", "off")
-
-
-def _text(name: str, text: str) -> str:
-    return text
-
-
-def _boolean(name: str, text: str) -> bool:
-    word = text.lower()
-    if word in _TRUE or word in _FALSE:
-        return word in _TRUE
-    raise ConfigurationError("%s=%s is not a boolean (true or false)" % (name, text))
-
-
-def _integer(minimum: int = 0) -> _Converter:
-    def convert(name: str, text: str) -> int:
-        if not (text.isascii() and text.isdigit()) or int(text) < minimum:
-            raise ConfigurationError("%s=%s is not an integer >= %d" % (name, text, minimum))
-        return int(text)
-
-    return convert
-
-
-def _number(name: str, text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not math.isfinite(value):
-        raise ConfigurationError("%s=%s is not a number" % (name, text))
-    return int(value) if value.is_integer() and "." not in text else value
-
-
-def _seconds(allow_zero: bool = False, allow_none: bool = False) -> _Converter:
-    def convert(name: str, text: str) -> Optional[float]:
-        if allow_none and text.lower() in _NONE:
-            return None
-        return seconds(name, _number(name, text), allow_zero)
-
-    return convert
-
-
-def _at_least_one(name: str, text: str) -> float:
-    value = _number(name, text)
-    if value < 1:
-        raise ConfigurationError("%s=%s is not a number >= 1" % (name, text))
-    return float(value)
-
-
-def _text_or_none(name: str, text: str) -> Optional[str]:
-    return None if text.lower() == "none" else text
-
-
-def _one_of(*values: str) -> _Converter:
-    def convert(name: str, text: str) -> str:
-        if text not in values:
-            raise ConfigurationError("%s=%s is not one of %s" % (name, text, ", ".join(values)))
-        return text
-
-    return convert
-
 
 # --- what the URL can say --------------------------------------------------------
 
 #: the pool's options, by their query parameter names
-_POOL_OPTIONS: Dict[str, _Converter] = {
-    "cp_min": _integer(0),
-    "cp_max": _integer(1),
-    "cp_name": _text,
-    "cp_noisy": _boolean,
-    "cp_reconnect": _boolean,
-    "cp_good_sql": _text,
-    "cp_replays": _integer(0),
-    "cp_health_check": _seconds(allow_zero=True, allow_none=True),
-    "cp_max_lifetime": _seconds(allow_none=True),
-    "cp_stall_timeout": _seconds(allow_none=True),
-    "cp_follow_writer": _boolean,
+_POOL_OPTIONS: Dict[str, _convert.Converter] = {
+    "cp_min": _convert.integer(0),
+    "cp_max": _convert.integer(1),
+    "cp_name": _convert.text,
+    "cp_noisy": _convert.boolean,
+    "cp_reconnect": _convert.boolean,
+    "cp_good_sql": _convert.text,
+    "cp_replays": _convert.integer(0),
+    "cp_health_check": _convert.seconds(allow_zero=True, allow_none=True),
+    "cp_max_lifetime": _convert.seconds(allow_none=True),
+    "cp_stall_timeout": _convert.seconds(allow_none=True),
+    "cp_follow_writer": _convert.boolean,
 }
 
 #: pool options that are Python objects, given to from_url() instead
@@ -181,123 +118,47 @@ _NOT_IN_URLS = ("cp_openfun", "cp_reactor")
 _POLICIES = ("fail_fast", "wait")
 
 #: query parameter -> WaitForDatabase() keyword, converter
-_WAIT_OPTIONS: Dict[str, Tuple[str, _Converter]] = {
-    "cp_wait_initial_delay": ("initial_delay", _seconds()),
-    "cp_wait_factor": ("factor", _at_least_one),
-    "cp_wait_max_delay": ("max_delay", _seconds()),
-    "cp_wait_deadline": ("deadline", _seconds(allow_none=True)),
+_WAIT_OPTIONS: Dict[str, Tuple[str, _convert.Converter]] = {
+    "cp_wait_initial_delay": ("initial_delay", _convert.seconds()),
+    "cp_wait_factor": ("factor", _convert.at_least_one),
+    "cp_wait_max_delay": ("max_delay", _convert.seconds()),
+    "cp_wait_deadline": ("deadline", _convert.seconds(allow_none=True)),
 }
 
-#: connect() keywords and query parameters whose values are never shown
-_SECRET_KEYS = ("password", "passwd", "sslpassword", "ssl_key_password")
 
-
-class _Driver(NamedTuple):
+class _Scheme:
     """
-    What one DB-API driver calls the parts of a URL, and which of its
-    options are not text.
+    The drivers that serve one URL scheme: C{scheme://} means the
+    default one, C{scheme+name://} the one whose module is I{name} (in any
+    case).
     """
 
-    #: the DB-API module's name
-    module: str
-    #: URL part (host, port, user, password, database) -> connect() keyword
-    keywords: Mapping[str, str]
-    #: connect() options converted from text; any other goes as text
-    options: Mapping[str, _Converter]
-    #: connect() keywords added unless given
-    defaults: Mapping[str, Any] = {}
-    #: whether options missing from C{options} are refused, rather than
-    #: passed on as text
-    only_known: bool = False
-    #: in a host list's ports, the port of a host written without one;
-    #: L{None} leaves its entry empty (libpq's default port), and leaves
-    #: the port out when no host has one
-    list_port: Optional[int] = None
+    def __init__(self) -> None:
+        self.default: Optional[Type[Driver]] = None
+        self.named: Dict[str, Type[Driver]] = {}
 
 
-_LIBPQ = {"host": "host", "port": "port", "user": "user", "password": "password", "database": "dbname"}
-_MYSQL = {"host": "host", "port": "port", "user": "user", "password": "password", "database": "database"}
-#: libpq 15's target_session_attrs
-_LIBPQ_OPTIONS: Dict[str, _Converter] = dict(
-    target_session_attrs=_one_of("any", "read-write", "read-only", "primary", "standby", "prefer-standby")
-)
-#: options PyMySQL and mysqlclient share (target_session_attrs is
-#: txreconnect's MySQL driver layer's, which takes these two)
-_MYSQL_OPTIONS: Dict[str, _Converter] = dict(
-    port=_integer(1),
-    client_flag=_integer(0),
-    autocommit=_boolean,
-    local_infile=_boolean,
-    target_session_attrs=_one_of("any", "read-write"),
-)
-#: MySQL's port, for a host of a list written without one
-_MYSQL_PORT = 3306
+def _schemes() -> Dict[str, _Scheme]:
+    """
+    @return: every scheme the known drivers serve.
+    """
+    table: Dict[str, _Scheme] = {}
+    for cls in known_drivers():
+        for scheme in cls.url_schemes:
+            entry = table.setdefault(scheme, _Scheme())
+            entry.named[cls.name.lower()] = cls
+            if cls.url_default:
+                entry.default = cls
+    return table
 
-_DRIVERS = {
-    driver.module: driver
-    for driver in [
-        _Driver("psycopg2", _LIBPQ, _LIBPQ_OPTIONS),
-        _Driver("psycopg", _LIBPQ, _LIBPQ_OPTIONS),
-        # pymysql.connections.Connection.__init__
-        _Driver(
-            "pymysql",
-            _MYSQL,
-            dict(
-                _MYSQL_OPTIONS,
-                connect_timeout=_number,
-                read_timeout=_number,
-                write_timeout=_number,
-                max_allowed_packet=_integer(1),
-                ssl_disabled=_boolean,
-                ssl_verify_cert=_boolean,
-                ssl_verify_identity=_boolean,
-            ),
-            list_port=_MYSQL_PORT,
-        ),
-        # MySQLdb.connections.Connection.__init__ (timeouts are C unsigned ints)
-        _Driver(
-            "MySQLdb",
-            _MYSQL,
-            dict(
-                _MYSQL_OPTIONS,
-                connect_timeout=_integer(1),
-                read_timeout=_integer(1),
-                write_timeout=_integer(1),
-                compress=_boolean,
-                multi_statements=_boolean,
-            ),
-            list_port=_MYSQL_PORT,
-        ),
-        # sqlite3.connect
-        _Driver(
-            "sqlite3",
-            {"database": "database"},
-            dict(
-                timeout=_number,
-                detect_types=_integer(0),
-                isolation_level=_text_or_none,
-                check_same_thread=_boolean,
-                cached_statements=_integer(0),
-                uri=_boolean,
-            ),
-            {"check_same_thread": False},
-            only_known=True,
-        ),
-    ]
-}
 
-#: scheme -> (default driver, {"+name" suffix: driver})
-_POSTGRESQL = ("psycopg2", {"psycopg2": "psycopg2", "psycopg": "psycopg"})
-_MYSQL_FAMILY = ("pymysql", {"pymysql": "pymysql", "mysqldb": "MySQLdb"})
-_SCHEMES: Dict[str, Tuple[str, Mapping[str, str]]] = {
-    "postgresql": _POSTGRESQL,
-    "postgres": _POSTGRESQL,
-    "mysql": _MYSQL_FAMILY,
-    "mariadb": _MYSQL_FAMILY,
-    "sqlite": ("sqlite3", {}),
-}
+def _secret(name: str, driver: Type[Driver]) -> bool:
+    """
+    @return: whether the C{connect()} keyword C{name} holds a secret for
+        C{driver}: one of its own, or a password by any driver's name.
+    """
+    return name in driver.secret_keywords or name in Driver.secret_keywords
 
-_MEMORY = ":memory:"
 
 #: why hyperlink rejected a URL, from the start of its message (which
 #: itself is never shown: it quotes the URL)
@@ -345,16 +206,15 @@ class ParsedURL:
         @return: C{(args, kwargs)}.
         """
         kwargs = {**self.connect_kwargs, **self.pool_kwargs, **overrides}
-        if self.dbapi_name == "sqlite3" and kwargs.get("database") == _MEMORY:
-            # One connection, so that every call sees the same database.
-            kwargs.setdefault("cp_max", max(1, kwargs.get("cp_min", 1)))
-            kwargs.setdefault("cp_min", min(1, kwargs["cp_max"]))
+        for key, value in driver_class(self.dbapi_name).pool_defaults(kwargs).items():
+            kwargs.setdefault(key, value)
         return (self.dbapi_name,), kwargs
 
     def __repr__(self) -> str:
+        driver = driver_class(self.dbapi_name)
         return "ParsedURL(dbapi_name=%r, connect_kwargs=%r, pool_kwargs=%r)" % (
             self.dbapi_name,
-            {k: "***" if k in _SECRET_KEYS else v for k, v in self.connect_kwargs.items()},
+            {k: "***" if _secret(k, driver) else v for k, v in self.connect_kwargs.items()},
             self.pool_kwargs,
         )
 
@@ -457,28 +317,29 @@ class _Parser:
 
     def parse(self) -> ParsedURL:
         url = self._structure()
+        schemes = _schemes()
         scheme, _, suffix = url.scheme.lower().partition("+")
-        if scheme not in _SCHEMES:
+        if scheme not in schemes:
             raise ConfigurationError(
-                "unknown scheme %r (known: %s)" % (url.scheme, ", ".join(sorted(_SCHEMES)))
+                "unknown scheme %r (known: %s)" % (url.scheme, ", ".join(sorted(schemes)))
             )
-        default, named = _SCHEMES[scheme]
-        if suffix and suffix not in named:
+        entry = schemes[scheme]
+        driver = entry.named.get(suffix) if suffix else entry.default
+        if driver is None:
             raise ConfigurationError(
                 "unknown driver %r in scheme %r (known: %s)"
-                % (suffix, url.scheme, ", ".join(sorted(named)) or "none")
+                % (suffix, url.scheme, ", ".join(sorted(entry.named)) or "none")
             )
-        driver = _DRIVERS[named[suffix] if suffix else default]
         if not url.uses_netloc:
             raise ConfigurationError("%r must be followed by '//'" % (url.scheme + ":",))
         if url.fragment:
             raise ConfigurationError("a database URL has no '#fragment'" + _ENCODING_HINT)
-        parts = self._sqlite(url) if driver.module == "sqlite3" else self._server(url, driver)
-        connect = {driver.keywords[part]: value for part, value in parts.items()}
+        parts = self._file(url) if driver.url_file_database else self._server(url)
+        connect = driver.connect_kwargs(**parts)
         pool = self._query(url, driver, connect)
-        for key, value in driver.defaults.items():
+        for key, value in driver.url_defaults.items():
             connect.setdefault(key, value)
-        return ParsedURL(driver.module, connect, pool)
+        return ParsedURL(driver.name, connect, pool)
 
     def _structure(self) -> URL:
         """
@@ -492,7 +353,7 @@ class _Parser:
         if not url.scheme:
             raise ConfigurationError(
                 "no scheme (known: %s), as in postgresql://user:password@host/database"
-                % (", ".join(sorted(_SCHEMES)),)
+                % (", ".join(sorted(_schemes())),)
             )
         return url
 
@@ -508,10 +369,8 @@ class _Parser:
             pass
         raise ConfigurationError("the %s is not UTF-8 once percent-decoded" % (what,))
 
-    def _server(self, url: URL, driver: _Driver) -> Dict[str, Any]:
+    def _server(self, url: URL) -> Dict[str, Any]:
         """
-        @param driver: the driver, which decides how a host list's ports
-            are written.
         @return: the host, port, user, password and database the URL gives
             (for a host list, the C{host} and C{port} lists as text).
         """
@@ -527,7 +386,7 @@ class _Parser:
             if url.host or url.port is not None:
                 # What hyperlink took for a host is part of the password.
                 raise ConfigurationError("the host is not valid" + _ENCODING_HINT)
-            parts.update(self._hosts(self.host_list, driver))
+            parts.update(self._hosts(self.host_list))
         if url.host:
             parts["host"] = self._decode(url.host, "host")
         if url.port is not None:
@@ -549,18 +408,18 @@ class _Parser:
             parts["database"] = self._decode(path[0], "database name")
         return parts
 
-    def _hosts(self, entries: List[str], driver: _Driver) -> Dict[str, str]:
+    def _hosts(self, entries: List[str]) -> Dict[str, str]:
         """
         @param entries: a host list's entries, as written.
-        @return: the C{host} and C{port} lists, as text.
+        @return: the C{host} and C{port} lists, as text; the port of a
+            host written without one is an empty entry (the driver's
+            default port).
         """
         hosts = []
         ports = []
         for number, entry in enumerate(entries, 1):
             host, port = self._host_entry(entry, "host %d of %d in the host list" % (number, len(entries)))
             hosts.append(host)
-            if port is None and driver.list_port is not None:
-                port = driver.list_port
             ports.append("" if port is None else str(port))
         parts = {"host": ",".join(hosts)}
         if any(ports):
@@ -594,32 +453,28 @@ class _Parser:
             raise ConfigurationError("%s holds a ',' once percent-decoded" % (which,))
         return host, url.port
 
-    def _sqlite(self, url: URL) -> Dict[str, Any]:
+    def _file(self, url: URL) -> Dict[str, Any]:
         """
-        @return: the database file (or C{:memory:}) the URL gives.
+        @return: the database file the URL gives, for a driver whose
+            database is a file (sqlite); none for C{scheme://} (the
+            driver's C{url_defaults} may name one).
         """
+        forms = "{0}:///relative/path, {0}:////absolute/path or {0}:// (memory)".format(url.scheme)
         if self.host_list is not None:
             raise ConfigurationError(
-                "an sqlite URL has no host list (nor user, host or port): sqlite:///relative/path, "
-                "sqlite:////absolute/path or sqlite:// (memory)"
+                "a %s URL has no host list (nor user, host or port): %s" % (url.scheme, forms)
             )
         if url.userinfo or url.host or url.port is not None:
-            raise ConfigurationError(
-                "an sqlite URL has no user, host or port: sqlite:///relative/path, "
-                "sqlite:////absolute/path or sqlite:// (memory)"
-            )
+            raise ConfigurationError("a %s URL has no user, host or port: %s" % (url.scheme, forms))
         segments = [self._decode(segment, "path") for segment in url.path]
         if not segments:
-            return {"database": _MEMORY}
+            return {}
         path = "/".join(segments)
         if not path or path == "/":
-            raise ConfigurationError(
-                "the sqlite URL has an empty path: sqlite:///relative/path, "
-                "sqlite:////absolute/path or sqlite:// (memory)"
-            )
+            raise ConfigurationError("the %s URL has an empty path: %s" % (url.scheme, forms))
         return {"database": path}
 
-    def _query(self, url: URL, driver: _Driver, connect: Dict[str, Any]) -> Dict[str, Any]:
+    def _query(self, url: URL, driver: Type[Driver], connect: Dict[str, Any]) -> Dict[str, Any]:
         """
         Sort the query parameters into C{connect}, converted for
         C{driver}, and the pool's options.
@@ -644,7 +499,7 @@ class _Parser:
             if raw_value is None:
                 raise ConfigurationError("query parameter %s has no value (write %s=...)" % (name, name))
             value = self._decode(raw_value, "value of " + name)
-            if name in _SECRET_KEYS:
+            if _secret(name, driver):
                 self._keep_secret(value)
             if name.startswith("cp_"):
                 self._pool_option(name, value, pool, wait)
@@ -653,12 +508,12 @@ class _Parser:
                 if name == "port" and self.host_list is not None:
                     hint = " (a host list gives each host's port: h1:port,h2:port)"
                 raise ConfigurationError("%s is given both in the URL and as ?%s=%s" % (name, name, hint))
-            elif name in driver.options:
-                connect[name] = driver.options[name](name, value)
-            elif driver.only_known:
+            elif name in driver.url_options:
+                connect[name] = driver.url_options[name](name, value)
+            elif driver.url_only_known_options:
                 raise ConfigurationError(
                     "unknown %s option %s (known: %s)"
-                    % (driver.module, name, ", ".join(sorted(driver.options)))
+                    % (driver.name, name, ", ".join(sorted(driver.url_options)))
                 )
             else:
                 connect[name] = value

@@ -1,11 +1,13 @@
 """
 What the pool needs to know about one DB-API driver.
 
-Each driver module in this package defines one L{Driver} subclass that
-holds I{all} driver-specific knowledge: how a lost connection shows up,
-how to ping, whether a connection is in autocommit mode, and the connect
-keyword defaults that keep a half-open socket from hanging forever.  The
-pool never branches on the driver's name.
+Each driver module in this package defines one L{Driver} subclass, named
+by the module's C{DRIVER}, that holds I{all} driver-specific knowledge:
+how a lost connection shows up, how to ping, whether a connection is in
+autocommit mode, the connect keyword defaults that keep a half-open
+socket from hanging forever, and how its C{connect()} names the parts of
+a database URL.  Nothing outside this package branches on a driver's
+name.
 
 L{Driver} itself holds the generic DB-API 2.0 rules, used as is for
 drivers txreconnect does not know.
@@ -13,7 +15,9 @@ drivers txreconnect does not know.
 
 from __future__ import annotations
 
-from typing import Any, Callable, ClassVar, Dict, Optional, Sequence, Tuple, Type
+from typing import Any, Callable, ClassVar, Dict, Mapping, Optional, Sequence, Tuple, Type
+
+from txreconnect._convert import Converter
 
 # Fragments of the messages drivers use when the connection is gone,
 # compared in lower case.  The wording comes from the drivers this package
@@ -89,6 +93,36 @@ class Driver:
     not know, and as the base of every known driver.
 
     @cvar name: the driver module's C{__name__} this class describes.
+    @cvar family: the kind of database server it talks to, named by its
+        main URL scheme: C{"postgresql"}, C{"mysql"} or C{"sqlite"} (and
+        C{""} for a driver txreconnect does not know).
+    @cvar url_schemes: the URL schemes it serves, as
+        C{scheme+name://}, where I{name} is L{name} in any case
+        (C{postgresql+psycopg://}).
+    @cvar url_default: whether a bare C{scheme://} of L{url_schemes} means
+        this driver (one driver per scheme).
+    @cvar url_file_database: whether a URL names a database file (a path,
+        no server), as C{sqlite:///path} does.
+    @cvar url_options: converters for the C{connect()} options that a URL
+        query gives as text and that are not text to the driver.
+    @cvar url_only_known_options: whether a URL query may hold only the
+        options in L{url_options} (others are refused, not passed on).
+    @cvar url_defaults: C{connect()} keywords a URL adds unless it gives
+        them.
+    @cvar default_port: the server's port when none is given.
+    @cvar keywords: the C{connect()} keyword for each part of a database
+        URL: C{host}, C{port}, C{user}, C{password}, C{database}.
+    @cvar shown_keywords: C{connect()} keywords whose values name the
+        target in a repr or a log line.
+    @cvar secret_keywords: C{connect()} keywords whose values are never
+        shown.
+    @cvar transaction_pooling_keywords: C{connect()} keywords the driver
+        needs behind a proxy that pools server connections per
+        transaction (PgBouncer's C{pool_mode=transaction}).
+    @cvar install_hint: how to install the driver, for a message.
+    @cvar complete_rules: whether L{is_disconnect} knows every way the
+        driver reports a lost connection (see L{suspect}): true for the
+        drivers txreconnect knows, false for the generic rules.
     @cvar error_classes: names of the module's exception classes that may
         report a lost connection at all.  Generic: C{InterfaceError} and
         C{OperationalError} (PEP 249: the errors of the interface and of
@@ -105,6 +139,27 @@ class Driver:
     """
 
     name: ClassVar[str] = ""
+    family: ClassVar[str] = ""
+    url_schemes: ClassVar[Tuple[str, ...]] = ()
+    url_default: ClassVar[bool] = False
+    url_file_database: ClassVar[bool] = False
+    url_options: ClassVar[Mapping[str, Converter]] = {}
+    url_only_known_options: ClassVar[bool] = False
+    url_defaults: ClassVar[Mapping[str, Any]] = {}
+    default_port: ClassVar[Optional[int]] = None
+    # PEP 249's suggested connect() parameters (footnote 1).
+    keywords: ClassVar[Mapping[str, str]] = {
+        "host": "host",
+        "port": "port",
+        "user": "user",
+        "password": "password",
+        "database": "database",
+    }
+    shown_keywords: ClassVar[Tuple[str, ...]] = ("host", "port", "database", "dbname", "db")
+    secret_keywords: ClassVar[Tuple[str, ...]] = ("password", "passwd")
+    transaction_pooling_keywords: ClassVar[Mapping[str, Any]] = {}
+    install_hint: ClassVar[str] = ""
+    complete_rules: ClassVar[bool] = False
     error_classes: ClassVar[Tuple[str, ...]] = ("InterfaceError", "OperationalError")
     message_fragments: ClassVar[Tuple[str, ...]] = _GENERIC_FRAGMENTS
     exact_message_classes: ClassVar[Tuple[str, ...]] = ()
@@ -114,6 +169,36 @@ class Driver:
         @param module: the imported DB-API module (C{pool.dbapi}).
         """
         self.module = module
+        #: the module's C{Error} class, the base of its exceptions (PEP
+        #: 249); empty for a module that has none, which C{adbapi} accepts
+        self.errors: Tuple[Type[BaseException], ...] = self._errors("Error")
+
+    @classmethod
+    def connect_kwargs(cls, **parts: Any) -> Dict[str, Any]:
+        """
+        Name the parts of a connection target as this driver's
+        C{connect()} does (SQLAlchemy's C{create_connect_args}).
+
+        @param parts: any of C{host}, C{port}, C{user}, C{password} and
+            C{database}; a part whose value is L{None} is left out.
+        @return: C{connect()} keywords.
+        @raise KeyError: a part this driver has no keyword for.
+        """
+        return {cls.keywords[part]: value for part, value in parts.items() if value is not None}
+
+    @classmethod
+    def pool_defaults(cls, connkw: Mapping[str, Any]) -> Dict[str, Any]:
+        """
+        Pool options that a URL with these C{connect()} keywords needs
+        unless it says otherwise.
+
+        Generic: none.
+
+        @param connkw: the keywords the pool will get: C{connect()}'s and
+            the C{cp_*} options given so far.
+        @return: C{cp_*} options, to add unless given.
+        """
+        return {}
 
     def is_disconnect(self, exc: BaseException, connection: Optional[Any]) -> bool:
         """
@@ -137,6 +222,25 @@ class Driver:
         if verdict is not None:
             return verdict
         return self._says_disconnect(exc)
+
+    def suspect(self, exc: BaseException) -> bool:
+        """
+        Tell whether C{exc}, which L{is_disconnect} did not take for a lost
+        connection, may still mean one, so that the pool must check: roll
+        back, then L{ping}; if either fails, the connection is lost.
+
+        Generic: any error of the driver module, unless the rules are
+        complete (L{complete_rules}).  An unknown driver may report a
+        lost connection in words the generic rules miss (pg8000's
+        C{InterfaceError("network error")}); this check, a round trip
+        after each of its errors, keeps such a connection from being
+        kept for ever, as C{adbapi}'s C{cp_reconnect} does with its
+        C{good_sql} after every error.
+
+        @param exc: an exception raised while using a connection.
+        @return: whether the pool must check the connection.
+        """
+        return not self.complete_rules and isinstance(exc, self.errors)
 
     def connect(
         self,
@@ -224,9 +328,11 @@ class Driver:
         path of every call, and of a dead connection).
 
         @param connection: a raw DB-API connection, possibly dead.
-        @return: whether each statement commits on its own; L{True} when
-            it cannot be told, so that a statement whose reply was lost is
-            never taken as safely rolled back.
+        @return: whether each statement commits on its own.  When it
+            cannot be told: L{False} if the connection's own flag says it
+            is closed (nothing can be sent on it), else L{True}, so that a
+            statement whose reply was lost is never taken as safely
+            rolled back.
         """
         try:
             value = getattr(connection, "autocommit", False)
@@ -234,12 +340,17 @@ class Driver:
                 value = value()
             return bool(value)
         except Exception:
-            return True
+            return not self._connection_gone(connection)
 
     def connect_defaults(
-        self, connkw: Dict[str, Any], stall_timeout: Optional[float] = None
+        self,
+        connargs: Sequence[Any],
+        connkw: Dict[str, Any],
+        stall_timeout: Optional[float] = None,
     ) -> Dict[str, Any]:
         """
+        @param connargs: the positional arguments the user gave for
+            C{connect()}.
         @param connkw: the keyword arguments the user gave for C{connect()}.
         @param stall_timeout: the pool's bound on one call, in seconds, or
             L{None}; a driver with read and write timeouts of its own may

@@ -9,8 +9,9 @@ L{Driver} at construction.
 from __future__ import annotations
 
 import os
-from typing import Any, ClassVar, Dict, FrozenSet, Optional, Sequence, Tuple
+from typing import Any, ClassVar, Dict, FrozenSet, List, Mapping, Optional, Sequence, Tuple
 
+from txreconnect import _convert
 from txreconnect.drivers._base import Driver
 
 # SQLSTATEs that end the session, from PostgreSQL's "Appendix A. PostgreSQL
@@ -88,6 +89,9 @@ _READ_ONLY_SQL_TRANSACTION = "25006"
 # knows "primary"; "read-write" since libpq 10).
 _WRITER_ATTRS = ("read-write", "primary")
 
+# Every target_session_attrs value of libpq 15 ("Parameter Key Words").
+_SESSION_ATTRS = ("any", "read-write", "read-only", "primary", "standby", "prefer-standby")
+
 # libpq's PQTRANS_IDLE: connected, outside a transaction block.
 _PQTRANS_IDLE = 0
 
@@ -139,6 +143,24 @@ class LibpqDriver(Driver):
     message).
     """
 
+    family: ClassVar[str] = "postgresql"
+    complete_rules: ClassVar[bool] = True
+    url_schemes: ClassVar[Tuple[str, ...]] = ("postgresql", "postgres")
+    # libpq takes every parameter as text; only this one is checked early.
+    url_options: ClassVar[Mapping[str, _convert.Converter]] = {
+        "target_session_attrs": _convert.one_of(*_SESSION_ATTRS),
+    }
+    default_port: ClassVar[Optional[int]] = 5432
+    # libpq's parameter key words ("Parameter Key Words").
+    keywords: ClassVar[Mapping[str, str]] = {
+        "host": "host",
+        "port": "port",
+        "user": "user",
+        "password": "password",
+        "database": "dbname",
+    }
+    shown_keywords: ClassVar[Tuple[str, ...]] = ("host", "port", "dbname")
+    secret_keywords: ClassVar[Tuple[str, ...]] = ("password", "sslpassword")
     error_classes: ClassVar[Tuple[str, ...]] = ("Error",)
     message_fragments: ClassVar[Tuple[str, ...]] = LIBPQ_FRAGMENTS
     # psycopg2 raises an error without SQLSTATE, such as "SSL SYSCALL error:
@@ -179,7 +201,10 @@ class LibpqDriver(Driver):
             connection.rollback()
 
     def connect_defaults(
-        self, connkw: Dict[str, Any], stall_timeout: Optional[float] = None
+        self,
+        connargs: Sequence[Any],
+        connkw: Dict[str, Any],
+        stall_timeout: Optional[float] = None,
     ) -> Dict[str, Any]:
         """
         Add TCP keepalives (idle 30 s, then every 10 s, dead after 3
@@ -188,20 +213,20 @@ class LibpqDriver(Driver):
         for that long means the path is dead).
 
         A parameter is left out when the user gave it as a keyword, in the
-        connection string (C{dsn} for psycopg2, C{conninfo} for psycopg 3;
-        a positional one is expected under C{dsn}) or, for
-        C{connect_timeout}, in libpq's C{PGCONNECT_TIMEOUT}.  If the
-        connection string cannot be parsed nothing is added: C{connect()}
-        will report it.
+        connection string (positional, or C{dsn} for psycopg2, C{conninfo}
+        for psycopg 3) or, for C{connect_timeout}, in libpq's
+        C{PGCONNECT_TIMEOUT}.  If the connection string cannot be parsed
+        nothing is added: C{connect()} will report it.
 
+        @param connargs: the positional arguments the user gave: a
+            connection string, if any.
         @param connkw: the keyword arguments the user gave for C{connect()}.
         @param stall_timeout: unused: libpq has no read timeout (the
             pool's watchdog bounds a stalled call).
         @return: the parameters to add.
         """
         given = set(connkw)
-        for keyword in _DSN_KEYWORDS:
-            dsn = connkw.get(keyword)
+        for dsn in self._connection_strings(connargs, connkw):
             if dsn:
                 try:
                     given.update(self._parse_dsn(dsn))
@@ -236,8 +261,8 @@ class LibpqDriver(Driver):
         @return: whether a writable server is asked for.
         """
         attrs = connkw.get("target_session_attrs")
-        for dsn in list(connargs[:1]) + [connkw.get(keyword) for keyword in _DSN_KEYWORDS]:
-            if attrs is None and isinstance(dsn, str) and dsn:
+        for dsn in self._connection_strings(connargs, connkw):
+            if attrs is None and dsn:
                 try:
                     attrs = self._parse_dsn(dsn).get("target_session_attrs")
                 except Exception:
@@ -258,6 +283,16 @@ class LibpqDriver(Driver):
         @return: whether C{exc} is that refusal.
         """
         return isinstance(exc, self._errors("Error")) and self._sqlstate(exc) == _READ_ONLY_SQL_TRANSACTION
+
+    def _connection_strings(self, connargs: Sequence[Any], connkw: Dict[str, Any]) -> List[str]:
+        """
+        @param connargs: the positional arguments the user gave.
+        @param connkw: the keyword arguments the user gave.
+        @return: the connection strings among them: a positional one, and
+            C{dsn} (psycopg2) or C{conninfo} (psycopg 3).
+        """
+        candidates = list(connargs[:1]) + [connkw.get(keyword) for keyword in _DSN_KEYWORDS]
+        return [dsn for dsn in candidates if isinstance(dsn, str)]
 
     def _sqlstate(self, exc: BaseException) -> Optional[str]:
         """

@@ -8,8 +8,9 @@ L{Driver} at construction.
 
 from __future__ import annotations
 
-from typing import Any, Callable, ClassVar, Dict, FrozenSet, List, Optional, Sequence, Tuple
+from typing import Any, Callable, ClassVar, Dict, FrozenSet, List, Mapping, Optional, Sequence, Tuple
 
+from txreconnect import _convert
 from txreconnect.drivers._base import Driver, _message
 from txreconnect.errors import ConfigurationError
 
@@ -69,7 +70,15 @@ _CONN_HOST_ERROR = 2003
 #: names, since MySQL drivers have no such setting
 _TARGETS = ("any", "read-write")
 
-_DEFAULT_PORT = 3306
+#: connect() options of both PyMySQL and mysqlclient that are not text,
+#: for a URL's query (target_session_attrs is this module's)
+MYSQL_URL_OPTIONS: Mapping[str, _convert.Converter] = {
+    "port": _convert.integer(1),
+    "client_flag": _convert.integer(0),
+    "autocommit": _convert.boolean,
+    "local_infile": _convert.boolean,
+    "target_session_attrs": _convert.one_of(*_TARGETS),
+}
 
 
 def _split(value: Any) -> List[Any]:
@@ -144,6 +153,13 @@ class MySQLProtocolDriver(Driver):
     one, its message, where the driver lists fragments.
     """
 
+    family: ClassVar[str] = "mysql"
+    complete_rules: ClassVar[bool] = True
+    url_schemes: ClassVar[Tuple[str, ...]] = ("mysql", "mariadb")
+    url_options: ClassVar[Mapping[str, _convert.Converter]] = MYSQL_URL_OPTIONS
+    default_port: ClassVar[Optional[int]] = 3306
+    shown_keywords: ClassVar[Tuple[str, ...]] = ("host", "port", "database", "db")
+    secret_keywords: ClassVar[Tuple[str, ...]] = ("password", "passwd", "ssl_key_password")
     error_classes: ClassVar[Tuple[str, ...]] = ("Error",)
     message_fragments: ClassVar[Tuple[str, ...]] = ()
 
@@ -210,11 +226,11 @@ class MySQLProtocolDriver(Driver):
             except self.module.Error as error:
                 if len(pairs) == 1:
                     raise
-                skipped.append("%s:%s: %s" % (host, port or _DEFAULT_PORT, _message(error)))
+                skipped.append("%s:%s: %s" % (host, port or self.default_port, _message(error)))
                 continue
             if writer and self._read_only(connection):
                 self.close(connection)
-                skipped.append("%s:%s: read-only" % (host, port or _DEFAULT_PORT))
+                skipped.append("%s:%s: read-only" % (host, port or self.default_port))
                 continue
             return connection
         raise self.module.OperationalError(
@@ -270,16 +286,20 @@ class MySQLProtocolDriver(Driver):
         """
         @param connection: a raw connection, possibly dead.
         @return: C{connection.get_autocommit()}, read from the last server
-            status; L{True} when it cannot be read (mysqlclient raises on a
-            closed connection).
+            status; when it cannot be read (mysqlclient raises on a closed
+            connection), L{False} if the connection's own flag says it is
+            closed (nothing can be sent on it), else L{True}.
         """
         try:
             return bool(connection.get_autocommit())
         except Exception:
-            return True
+            return not self._connection_gone(connection)
 
     def connect_defaults(
-        self, connkw: Dict[str, Any], stall_timeout: Optional[float] = None
+        self,
+        connargs: Sequence[Any],
+        connkw: Dict[str, Any],
+        stall_timeout: Optional[float] = None,
     ) -> Dict[str, Any]:
         """
         Add a 10 s C{connect_timeout}, unless given.  No read or write
@@ -287,6 +307,7 @@ class MySQLProtocolDriver(Driver):
         throughput with 10 calls in flight, measured in C{bench/}), and the
         pool's watchdog already bounds a stalled call.
 
+        @param connargs: unused.
         @param connkw: the keyword arguments the user gave for C{connect()}.
         @param stall_timeout: unused.
         @return: the keyword arguments to add.

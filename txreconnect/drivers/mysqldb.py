@@ -7,9 +7,10 @@ L{MySQLdbDriver} at construction, so txreconnect imports without it.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Mapping
 
-from txreconnect.drivers._mysql_protocol import MySQLProtocolDriver
+from txreconnect import _convert
+from txreconnect.drivers._mysql_protocol import MYSQL_URL_OPTIONS, MySQLProtocolDriver
 
 
 class MySQLdbDriver(MySQLProtocolDriver):
@@ -25,6 +26,18 @@ class MySQLdbDriver(MySQLProtocolDriver):
     """
 
     name: ClassVar[str] = "MySQLdb"
+    install_hint: ClassVar[str] = (
+        "mysqlclient (apt-get install libmariadb-dev pkg-config; pip install 'txreconnect[mysqlclient]')"
+    )
+    # MySQLdb.connections.Connection.__init__ (timeouts are C unsigned ints)
+    url_options: ClassVar[Mapping[str, _convert.Converter]] = dict(
+        MYSQL_URL_OPTIONS,
+        connect_timeout=_convert.integer(1),
+        read_timeout=_convert.integer(1),
+        write_timeout=_convert.integer(1),
+        compress=_convert.boolean,
+        multi_statements=_convert.boolean,
+    )
 
     def ping(self, connection: Any) -> None:
         """
@@ -36,3 +49,6 @@ class MySQLdbDriver(MySQLProtocolDriver):
         @raise MySQLdb.OperationalError: if the connection is dead.
         """
         connection.ping()
+
+
+DRIVER = MySQLdbDriver

@@ -7,7 +7,7 @@ L{PsycopgDriver} at construction, so txreconnect imports without it.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Dict, Optional
+from typing import Any, ClassVar, Dict, Mapping, Optional
 
 from txreconnect.drivers._libpq import LibpqDriver
 
@@ -25,6 +25,11 @@ class PsycopgDriver(LibpqDriver):
     """
 
     name: ClassVar[str] = "psycopg"
+    install_hint: ClassVar[str] = "psycopg 3 (pip install 'txreconnect[psycopg]')"
+    # Automatic server-side prepared statements off: PgBouncer 1.18 does
+    # not track them, so one prepared on one server connection is missing
+    # on the next (psycopg's "Server-side binding" docs say the same).
+    transaction_pooling_keywords: ClassVar[Mapping[str, Any]] = {"prepare_threshold": None}
 
     def _connection_gone(self, connection: Optional[Any]) -> bool:
         """
@@ -65,3 +70,6 @@ class PsycopgDriver(LibpqDriver):
             return int(self.module.pq.version())
         except Exception:
             return 0
+
+
+DRIVER = PsycopgDriver

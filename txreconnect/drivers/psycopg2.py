@@ -29,6 +29,8 @@ class Psycopg2Driver(LibpqDriver):
     """
 
     name: ClassVar[str] = "psycopg2"
+    url_default: ClassVar[bool] = True
+    install_hint: ClassVar[str] = "psycopg2-binary (pip install 'txreconnect[postgres]')"
 
     def __init__(self, module: Any) -> None:
         """
@@ -95,3 +97,6 @@ class Psycopg2Driver(LibpqDriver):
             return int(self.module.extensions.libpq_version())
         except Exception:
             return 0
+
+
+DRIVER = Psycopg2Driver

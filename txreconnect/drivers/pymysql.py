@@ -9,9 +9,10 @@ the registry goes by the module's C{__name__}, which stays C{"pymysql"}.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Optional, Tuple
+from typing import Any, ClassVar, Mapping, Optional, Tuple
 
-from txreconnect.drivers._mysql_protocol import MySQLProtocolDriver
+from txreconnect import _convert
+from txreconnect.drivers._mysql_protocol import MYSQL_URL_OPTIONS, MySQLProtocolDriver
 
 
 class PyMySQLDriver(MySQLProtocolDriver):
@@ -27,6 +28,19 @@ class PyMySQLDriver(MySQLProtocolDriver):
     """
 
     name: ClassVar[str] = "pymysql"
+    url_default: ClassVar[bool] = True
+    install_hint: ClassVar[str] = "PyMySQL (pip install 'txreconnect[mysql]')"
+    # pymysql.connections.Connection.__init__
+    url_options: ClassVar[Mapping[str, _convert.Converter]] = dict(
+        MYSQL_URL_OPTIONS,
+        connect_timeout=_convert.number,
+        read_timeout=_convert.number,
+        write_timeout=_convert.number,
+        max_allowed_packet=_convert.integer(1),
+        ssl_disabled=_convert.boolean,
+        ssl_verify_cert=_convert.boolean,
+        ssl_verify_identity=_convert.boolean,
+    )
     # PyMySQL's own messages, raised as the base Error class
     # (connections.py: close() and ping()), and the message of
     # ER_CONNECTION_KILLED: the same list as SQLAlchemy's PyMySQL dialect
@@ -65,3 +79,6 @@ class PyMySQLDriver(MySQLProtocolDriver):
         """
         sock = getattr(connection, "_sock", None)
         return None if sock is None else int(sock.fileno())
+
+
+DRIVER = PyMySQLDriver

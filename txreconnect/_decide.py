@@ -1,0 +1,211 @@
+"""
+The replay decision: what the pool does after an attempt of a call
+raised, as a pure function of what happened.
+
+L{decide} takes an L{Attempt} (what kind of error, how far the call got,
+how it is marked, what budget is left) and returns an L{Outcome}: pass
+the error on, replay the call, or raise one of txreconnect's errors.  It
+has no side effects, so that the rules that are the product can be read
+in one place and tested as a table; the pool carries out what it says
+(discarding the connection, counting, logging, raising).  L{message}
+words the error an outcome raises.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Optional, Tuple, Type
+
+from txreconnect.errors import DisconnectionError, TransactionOutcomeUnknown, WrongServerError
+
+__all__ = ["Attempt", "Kind", "Outcome", "action", "counters", "decide", "message"]
+
+
+class Kind(enum.Enum):
+    """
+    What the driver's rules say an error means.
+    """
+
+    #: an error in the SQL, the data or the user's code: the connection
+    #: is fine
+    OTHER = "other"
+    #: the connection is lost
+    DISCONNECT = "disconnect"
+    #: a write refused because the server is read-only
+    WRONG_SERVER = "wrong server"
+
+
+class Outcome(enum.Enum):
+    """
+    What follows a failed attempt.  Each value carries the exception the
+    call then fails with (L{None}: the original error, or none when the
+    call is replayed) and the counter of L{pool.stats()
+    <txreconnect.ReconnectingConnectionPool.stats>} it adds to (L{None}:
+    none of its own).
+    """
+
+    #: roll back and raise the original error unchanged
+    PASS_ON = ("pass on", None, None)
+    #: run the call again on a new connection
+    REPLAY = ("replay", None, "replays")
+    #: the server refused COMMIT: nothing committed, but COMMIT was sent
+    COMMIT_REFUSED = ("commit refused", WrongServerError, None)
+    #: lost while the outcome was unknown: COMMIT in flight, or autocommit
+    OUTCOME_UNKNOWN = ("outcome unknown", TransactionOutcomeUnknown, "outcome_unknown")
+    #: the stall bound ran out and shut the socket down
+    STALLED = ("stalled", DisconnectionError, "stalls")
+    #: lost, and the call may not (or may no longer) be replayed
+    GAVE_UP = ("gave up", DisconnectionError, None)
+    #: a read-only server again, and the call may not be replayed
+    GAVE_UP_WRONG_SERVER = ("gave up on the wrong server", WrongServerError, None)
+
+    def __init__(self, label: str, error: Optional[Type[DisconnectionError]], stat: Optional[str]) -> None:
+        self.label = label
+        self.error = error
+        self.stat = stat
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """
+    What happened in one failed attempt of a call.
+
+    @ivar kind: what the driver's rules say the error means.
+    @ivar commit_started: whether C{commit()} was called.
+    @ivar statement_sent: whether a statement may have been sent.
+    @ivar autocommit: whether the connection was in autocommit mode when
+        the first statement was sent.
+    @ivar idempotent: whether the user's function is marked
+        L{txreconnect.idempotent}: it may run again whatever happened.
+    @ivar replayable: whether an unmarked call may be replayed when
+        nothing was committed (C{runInteraction}: yes;
+        C{runWithConnection}: no, the function may commit by itself).
+    @ivar stalled: whether the attempt ran past C{cp_stall_timeout}.
+    @ivar replayed: how many times the call was replayed already.
+    @ivar replays: how many times a call may be replayed (C{cp_replays}).
+    """
+
+    kind: Kind
+    commit_started: bool = False
+    statement_sent: bool = False
+    autocommit: bool = False
+    idempotent: bool = False
+    replayable: bool = True
+    stalled: bool = False
+    replayed: int = 0
+    replays: int = 1
+
+
+def decide(attempt: Attempt) -> Outcome:
+    """
+    Decide what follows a failed attempt.  The rules, in order:
+
+      1. An error that is neither a lost connection nor a wrong server is
+         passed on (after a rollback).
+      2. A call marked idempotent may always run again, budget allowing.
+      3. A refused COMMIT is not replayed: COMMIT was sent.
+      4. A call that may have committed (COMMIT in flight, or a statement
+         sent in autocommit) is never replayed.
+      5. A call that ran into the stall bound is not replayed: the
+         network path is suspect and the caller has waited long enough.
+      6. Otherwise the call is replayed if it may be and budget is left.
+
+    @param attempt: what happened.
+    @return: what to do.
+    """
+    if attempt.kind is Kind.OTHER:
+        return Outcome.PASS_ON
+    wrong = attempt.kind is Kind.WRONG_SERVER
+    if not attempt.idempotent:
+        if wrong and attempt.commit_started:
+            return Outcome.COMMIT_REFUSED
+        if attempt.commit_started or (attempt.statement_sent and attempt.autocommit):
+            # Even on a read-only server: in autocommit, an earlier
+            # statement may have committed before the server turned.
+            return Outcome.OUTCOME_UNKNOWN
+    if attempt.stalled and not wrong:
+        return Outcome.STALLED
+    if (attempt.replayable or attempt.idempotent) and attempt.replayed < attempt.replays:
+        return Outcome.REPLAY
+    return Outcome.GAVE_UP_WRONG_SERVER if wrong else Outcome.GAVE_UP
+
+
+def counters(outcome: Outcome, replayed: int) -> Tuple[str, ...]:
+    """
+    @param outcome: the decision.
+    @param replayed: how many times the call was replayed already.
+    @return: the counters of C{pool.stats()} that the decision adds one
+        to: the outcome's own, and C{replays_failed} when a replayed call
+        gives up.
+    """
+    if outcome in (Outcome.GAVE_UP, Outcome.GAVE_UP_WRONG_SERVER):
+        return ("replays_failed",) if replayed else ()
+    return (outcome.stat,) if outcome.stat else ()
+
+
+def message(outcome: Outcome, what: str, cause: str, stall_timeout: Optional[float] = None) -> str:
+    """
+    Word the error that C{outcome} raises.  Each message says whether a
+    retry is safe.
+
+    @param outcome: an outcome whose C{error} is not L{None}.
+    @param what: the call: C{"interaction"} or C{"function"}.
+    @param cause: the driver's error, described (type and first line).
+    @param stall_timeout: the stall bound in seconds, for L{Outcome.STALLED}.
+    @return: the message.
+    @raise ValueError: C{outcome} raises nothing.
+    """
+    if outcome is Outcome.COMMIT_REFUSED:
+        return (
+            "the database server refused to commit the %s because it is read-only (%s); "
+            "nothing was committed, so retrying the call is safe, but it is not replayed "
+            "once COMMIT was sent" % (what, cause)
+        )
+    if outcome is Outcome.OUTCOME_UNKNOWN:
+        return (
+            "lost the database connection (%s) after the %s may have committed "
+            "(COMMIT was in flight, or autocommit was on); it may or may not have "
+            "taken effect, so check before retrying" % (cause, what)
+        )
+    if outcome is Outcome.STALLED:
+        return (
+            "no answer from the database within %s s (cp_stall_timeout), so the "
+            "connection was shut down (%s); nothing was committed, so retrying the "
+            "call is safe" % (stall_timeout, cause)
+        )
+    if outcome is Outcome.GAVE_UP_WRONG_SERVER:
+        return (
+            "the database server refused a write because it is read-only (%s), and "
+            "reconnecting did not reach a writable server; nothing was committed: list "
+            "every server with target_session_attrs=read-write so that the pool can find "
+            "the writer" % (cause,)
+        )
+    if outcome is Outcome.GAVE_UP:
+        return (
+            "lost the database connection (%s) before the %s could commit; nothing "
+            "was committed, so retrying the call is safe" % (cause, what)
+        )
+    raise ValueError("%s raises no error" % (outcome,))
+
+
+def action(outcome: Outcome, what: str, replayed: int, replays: int, stall_timeout: Optional[float]) -> str:
+    """
+    Say, for the log line, what the pool does about a failed attempt.
+
+    @param outcome: the decision.
+    @param what: the call: C{"interaction"} or C{"function"}.
+    @param replayed: how many times the call was replayed already.
+    @param replays: the pool's C{cp_replays}.
+    @param stall_timeout: the stall bound in seconds.
+    @return: e.g. C{"replaying the interaction (1 of 1)"}.
+    """
+    if outcome is Outcome.REPLAY:
+        return "replaying the %s (%d of %d)" % (what, replayed + 1, replays)
+    if outcome is Outcome.COMMIT_REFUSED:
+        return "not replaying the %s: COMMIT was sent" % (what,)
+    if outcome is Outcome.OUTCOME_UNKNOWN:
+        return "not replaying the %s: its outcome is unknown" % (what,)
+    if outcome is Outcome.STALLED:
+        return "no answer within %s s: not replaying" % (stall_timeout,)
+    return "giving up after %d replays" % (replayed,)
