@@ -1,0 +1,148 @@
+"""
+The replay decision (L{txreconnect._decide}), as a table of every
+combination of what can happen in a failed attempt.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Dict, Iterator, Tuple
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from txreconnect._decide import Attempt, Kind, Outcome, action, counters, decide, message
+from txreconnect.errors import DisconnectionError, TransactionOutcomeUnknown, WrongServerError
+
+_D, _W, _O = Kind.DISCONNECT, Kind.WRONG_SERVER, Kind.OTHER
+P, R, CR, U, S, G, GW = (
+    Outcome.PASS_ON,
+    Outcome.REPLAY,
+    Outcome.COMMIT_REFUSED,
+    Outcome.OUTCOME_UNKNOWN,
+    Outcome.STALLED,
+    Outcome.GAVE_UP,
+    Outcome.GAVE_UP_WRONG_SERVER,
+)
+
+#: (kind, commit started, committed in autocommit?, idempotent, stalled,
+#: replay allowed) -> outcome.  "committed in autocommit?" is a statement
+#: sent in autocommit mode; "replay allowed" is (runInteraction or
+#: idempotent) and budget left.  Every row is written out by hand.
+_TABLE: Dict[Tuple[Kind, bool, bool, bool, bool, bool], Outcome] = {}
+
+
+def _rows() -> Iterator[Tuple[Tuple[Kind, bool, bool, bool, bool, bool], Outcome]]:
+    # Errors that are not lost connections pass on, whatever else holds.
+    for rest in itertools.product([False, True], repeat=5):
+        yield (_O,) + rest, P  # type: ignore[misc]
+    for commit, auto, idem, stalled, allowed in itertools.product([False, True], repeat=5):
+        # A lost connection.
+        if not idem and (commit or auto):
+            disconnect = U
+        elif stalled:
+            disconnect = S
+        else:
+            disconnect = R if allowed else G
+        yield (_D, commit, auto, idem, stalled, allowed), disconnect
+        # A read-only server (never stalled: it answered).
+        if not idem and commit:
+            wrong = CR
+        elif not idem and auto:
+            wrong = U
+        else:
+            wrong = R if allowed else GW
+        yield (_W, commit, auto, idem, stalled, allowed), wrong
+
+
+_TABLE.update(_rows())
+
+
+def _attempts() -> Iterator[Attempt]:
+    """
+    Every combination of the inputs of L{decide}.
+    """
+    for kind in Kind:
+        for commit, sent, auto, idem, replayable, stalled in itertools.product([False, True], repeat=6):
+            for replayed, replays in [(0, 0), (0, 1), (1, 1), (1, 2), (2, 2)]:
+                yield Attempt(kind, commit, sent, auto, idem, replayable, stalled, replayed, replays)
+
+
+class DecideTests(SynchronousTestCase):
+    def test_everyCombinationMatchesTheTable(self) -> None:
+        """
+        Each of the 3 x 2**6 x 5 combinations gets the outcome the table
+        gives for it.
+        """
+        seen = 0
+        for attempt in _attempts():
+            key = (
+                attempt.kind,
+                attempt.commit_started,
+                attempt.statement_sent and attempt.autocommit,
+                attempt.idempotent,
+                attempt.stalled,
+                (attempt.replayable or attempt.idempotent) and attempt.replayed < attempt.replays,
+            )
+            self.assertEqual(decide(attempt), _TABLE[key], attempt)
+            seen += 1
+        self.assertEqual(seen, 3 * 2**6 * 5)
+        self.assertEqual(len(_TABLE), 3 * 2**5)
+
+    def test_nothingThatMayHaveCommittedIsEverReplayed(self) -> None:
+        """
+        The rule that is the product: a call is replayed only if it is
+        marked idempotent, or if neither COMMIT nor an autocommit
+        statement was sent.
+        """
+        for attempt in _attempts():
+            if decide(attempt) is Outcome.REPLAY:
+                may_have_committed = attempt.commit_started or (attempt.statement_sent and attempt.autocommit)
+                self.assertTrue(attempt.idempotent or not may_have_committed, attempt)
+                self.assertLess(attempt.replayed, attempt.replays, attempt)
+                self.assertIsNot(attempt.kind, Kind.OTHER, attempt)
+
+    def test_eachOutcomeRaisesItsError(self) -> None:
+        """
+        Each outcome that ends the call raises the documented error, and
+        its message says whether a retry is safe.
+        """
+        expected = {
+            CR: WrongServerError,
+            U: TransactionOutcomeUnknown,
+            S: DisconnectionError,
+            G: DisconnectionError,
+            GW: WrongServerError,
+        }
+        for outcome, error in expected.items():
+            self.assertIs(outcome.error, error)
+            text = message(outcome, "interaction", "OperationalError: gone", 300.0)
+            self.assertIn("OperationalError: gone", text)
+            self.assertTrue("safe" in text or "check before retrying" in text or "writable" in text, text)
+        self.assertIsNone(P.error)
+        self.assertIsNone(R.error)
+        self.assertRaises(ValueError, message, R, "interaction", "x")
+
+    def test_countersOfEachOutcome(self) -> None:
+        """
+        Replays, unknown outcomes and stalls count; giving up counts as a
+        failed replay only after a replay.
+        """
+        self.assertEqual(counters(R, 0), ("replays",))
+        self.assertEqual(counters(U, 0), ("outcome_unknown",))
+        self.assertEqual(counters(S, 1), ("stalls",))
+        self.assertEqual(counters(G, 0), ())
+        self.assertEqual(counters(G, 1), ("replays_failed",))
+        self.assertEqual(counters(GW, 2), ("replays_failed",))
+        self.assertEqual(counters(CR, 0), ())
+        self.assertEqual(counters(P, 0), ())
+
+    def test_actionsSayWhatThePoolDoes(self) -> None:
+        """
+        The log line's action names the replay and its number, or why
+        there is none.
+        """
+        self.assertEqual(action(R, "interaction", 0, 1, None), "replaying the interaction (1 of 1)")
+        self.assertIn("outcome is unknown", action(U, "function", 0, 1, None))
+        self.assertIn("COMMIT was sent", action(CR, "interaction", 0, 1, None))
+        self.assertIn("300", action(S, "interaction", 0, 1, 300.0))
+        self.assertEqual(action(G, "interaction", 1, 1, None), "giving up after 1 replays")
