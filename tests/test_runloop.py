@@ -20,6 +20,7 @@ from twisted.trial.unittest import TestCase
 from txreconnect import (
     ConfigurationError,
     DisconnectionError,
+    ReconnectPolicy,
     ReconnectingConnectionPool,
     TransactionOutcomeUnknown,
     WaitForDatabase,
@@ -335,3 +336,44 @@ class WaitForDatabaseTests(TestCase):
         ]:
             error = self.assertRaises(ConfigurationError, WaitForDatabase, **kwargs)
             self.assertIn(list(kwargs)[0], str(error))
+
+
+class _CountingPolicy(ReconnectPolicy):
+    """
+    A policy of the user's own, through the public contract only: it
+    waits, briefly, and records each delay it was asked for.
+    """
+
+    waits = True
+    deadline = 0.5
+
+    def __init__(self) -> None:
+        self.asked: List[int] = []
+
+    def delay(self, failures: int) -> float:
+        self.asked.append(failures)
+        return 0.01
+
+
+class CustomPolicyTests(TestCase):
+    def test_aPolicyOfOnesOwnOnlyDecidesDelays(self) -> None:
+        """
+        A L{ReconnectPolicy} subclass that sets C{waits} and C{deadline}
+        and answers C{delay} paces the attempts against a database that
+        cannot be reached, until its deadline ends the call with
+        L{DisconnectionError}.
+        """
+        policy = _CountingPolicy()
+        missing = os.path.join(self.mktemp(), "no", "such.db")
+        pool = ReconnectingConnectionPool("sqlite3", missing, cp_min=1, cp_max=1, cp_policy=policy)
+        pool.start()
+        self.addCleanup(pool.close)
+        d = self.assertFailure(pool.runQuery("SELECT 1"), DisconnectionError)
+
+        def check(error: DisconnectionError) -> None:
+            self.assertIn("gave up after waiting 0.5 s", str(error))
+            self.assertGreater(len(policy.asked), 2)
+            self.assertEqual(policy.asked, list(range(len(policy.asked))))
+            self.assertEqual(pool.stats()["connect_failures"], len(policy.asked))
+
+        return d.addCallback(check)

@@ -1,19 +1,23 @@
 """
-Whether a pool's database is reachable, shared by the pool's threads: the
-state the reconnect policies act on, and the one warning / one info line
-per outage.
+Whether a pool's database is reachable, shared by the pool's threads:
+the up / down / probing state, the connection attempts that change it
+(paced by the pool's L{ReconnectPolicy <txreconnect.ReconnectPolicy>}),
+and the one warning / one info line per outage.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from typing import Any, Callable, Optional, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Optional, TypeVar
 
 from twisted.logger import Logger
 
 from txreconnect._stats import Stats
 from txreconnect.errors import DisconnectionError
+
+if TYPE_CHECKING:
+    from txreconnect.policy import ReconnectPolicy
 
 __all__ = ["DOWN", "Outage", "PROBING", "UP"]
 
@@ -77,9 +81,73 @@ class Outage:
         with self.condition:
             self.closed = False
 
-    # --- used by the policies, under the condition -----------------------
+    def open(self, policy: "ReconnectPolicy", open_connection: Callable[[], _T]) -> _T:
+        """
+        Get a new connection, in a pool thread, as C{policy} says.
 
-    def check_open(self) -> None:
+        While the database is known to be down, one thread at a time
+        probes it; the others fail at once (C{policy.waits} false) or wait
+        for its news.  A waiting thread tries again after
+        C{policy.delay(failures)}, until C{policy.deadline} passes or the
+        pool closes.
+
+        @param policy: the pool's reconnect policy.
+        @param open_connection: makes one attempt and returns the
+            connection, or raises the driver's error.
+        @return: the connection.
+        @raise DisconnectionError: no connection could be had; it chains
+            the driver's last error.
+        """
+        deadline = None if policy.deadline is None else time.monotonic() + policy.deadline
+        failures = 0
+        prober = False
+        try:
+            while True:
+                with self.condition:
+                    while True:
+                        self._check_open()
+                        if prober or self.state != PROBING:
+                            break
+                        if not policy.waits:
+                            raise self._down_error("failing fast while another call checks whether it is back")
+                        self._wait(self._left(deadline, policy))
+                    if self.state == DOWN:
+                        prober = True
+                        self.state = PROBING
+                try:
+                    return self._attempt(open_connection, prober)
+                except self.errors as error:
+                    if not policy.waits:
+                        raise DisconnectionError(
+                            "could not connect to the database (%s); nothing was sent, so retrying the "
+                            "call is safe" % (describe(error),)
+                        ) from error
+                pause = policy.delay(failures)
+                failures += 1
+                with self.condition:
+                    self._check_open()
+                    left = self._left(deadline, policy)
+                    self._wait(pause if left is None else min(pause, left))
+        except BaseException:
+            if prober:
+                self._give_up_probing()
+            raise
+
+    def _left(self, deadline: Optional[float], policy: "ReconnectPolicy") -> Optional[float]:
+        """
+        @return: the seconds left before C{deadline}, or L{None} for none.
+        @raise DisconnectionError: none are left.
+        """
+        if deadline is None:
+            return None
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise self._down_error("gave up after waiting %s s for it" % (policy.deadline,))
+        return left
+
+    # --- under the condition -------------------------------------------
+
+    def _check_open(self) -> None:
         """
         @raise DisconnectionError: the pool was closed.
         """
@@ -88,7 +156,7 @@ class Outage:
                 "the pool was closed while this call waited for the database"
             ) from self._last_error
 
-    def down_error(self, why: str) -> DisconnectionError:
+    def _down_error(self, why: str) -> DisconnectionError:
         """
         @param why: what the pool did, e.g. C{"failing fast"}.
         @return: the error for a call that gives up while the database is
@@ -107,7 +175,7 @@ class Outage:
         error.__cause__ = self._last_error
         return error
 
-    def wait(self, seconds: Optional[float]) -> None:
+    def _wait(self, seconds: Optional[float]) -> None:
         """
         Wait (releasing the condition) until notified, C{seconds} pass, or
         the pool closes; count the time waited.
@@ -118,7 +186,7 @@ class Outage:
 
     # --- attempts (outside the condition) ----------------------------------
 
-    def attempt(self, open_connection: Callable[[], _T], prober: bool) -> _T:
+    def _attempt(self, open_connection: Callable[[], _T], prober: bool) -> _T:
         """
         Make one connection attempt and record what it says about the
         database.
@@ -126,7 +194,7 @@ class Outage:
         @param open_connection: opens and returns a connection.
         @param prober: whether the caller holds the L{PROBING} state; on
             failure it keeps it (the caller releases it with
-            L{give_up_probing} or tries again).
+            L{_give_up_probing} or tries again).
         @raise Exception: the driver's error if the attempt failed.
         """
         try:
@@ -146,7 +214,7 @@ class Outage:
             raise
         except BaseException:
             if prober:
-                self.give_up_probing()
+                self._give_up_probing()
             raise
         with self.condition:
             if self._down_since is not None:
@@ -160,7 +228,7 @@ class Outage:
             self.condition.notify_all()
         return conn
 
-    def give_up_probing(self) -> None:
+    def _give_up_probing(self) -> None:
         """
         The prober stops: another waiting thread may take over.
         """

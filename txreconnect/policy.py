@@ -11,44 +11,49 @@ and the database may be down.
 from __future__ import annotations
 
 import random
-import time
-from typing import Callable, Optional, TypeVar
+from typing import Optional
 
 from twisted.application.internet import backoffPolicy
 
 from txreconnect._options import optional_seconds, seconds
-from txreconnect._outage import DOWN, PROBING, Outage, describe
-from txreconnect.errors import ConfigurationError, DisconnectionError
+from txreconnect.errors import ConfigurationError
 
 __all__ = ["FailFast", "ReconnectPolicy", "WaitForDatabase"]
-
-_T = TypeVar("_T")
 
 
 class ReconnectPolicy:
     """
-    How a pool opens a connection when a thread needs one.  Policies are
-    immutable settings; the state of the database lives in the pool.
+    How a pool thread gets a new connection while the database may be
+    down: whether a call waits for it, how long between attempts, and
+    for how long in all.  Policies are immutable settings: they only
+    decide delays.  The pool keeps the state of the database (up, down,
+    one thread probing) and makes the attempts.
+
+    A subclass sets L{waits} and L{deadline} and overrides L{delay}.
+
+    @ivar waits: whether a call waits for the database while it is down
+        (L{False}: it fails at once with L{DisconnectionError
+        <txreconnect.DisconnectionError>}).
+    @ivar deadline: how long one call may wait in all, in seconds, or
+        L{None} for as long as it takes.
     """
 
-    def open(self, outage: Outage, open_connection: Callable[[], _T]) -> _T:
-        """
-        Open a connection, in a pool thread.
+    waits = False
+    deadline: Optional[float] = None
 
-        @param outage: the pool's record of whether the database is up.
-        @param open_connection: makes one attempt and returns the
-            connection, or raises the driver's error.
-        @return: the connection.
-        @raise DisconnectionError: no connection could be had; it chains
-            the driver's last error.
+    def delay(self, failures: int) -> float:
         """
-        raise NotImplementedError
+        @param failures: how many attempts of this call failed so far,
+            minus one.
+        @return: how many seconds to wait before the next attempt.
+        """
+        return 0.0
 
 
 class FailFast(ReconnectPolicy):
     """
-    Make one connection attempt; if it fails, raise L{DisconnectionError}
-    at once.
+    Make one connection attempt; if it fails, raise L{DisconnectionError
+    <txreconnect.DisconnectionError>} at once.
 
     While the database is known to be down, one call at a time makes an
     attempt (a probe) and every other call fails immediately, instead of
@@ -58,24 +63,6 @@ class FailFast(ReconnectPolicy):
 
     def __repr__(self) -> str:
         return "FailFast()"
-
-    def open(self, outage: Outage, open_connection: Callable[[], _T]) -> _T:
-        with outage.condition:
-            outage.check_open()
-            if outage.state == PROBING:
-                raise outage.down_error("failing fast while another call checks whether it is back")
-            prober = outage.state == DOWN
-            if prober:
-                outage.state = PROBING
-        try:
-            return outage.attempt(open_connection, prober)
-        except outage.errors as error:
-            if prober:
-                outage.give_up_probing()
-            raise DisconnectionError(
-                "could not connect to the database (%s); nothing was sent, so retrying the "
-                "call is safe" % (describe(error),)
-            ) from error
 
 
 class WaitForDatabase(ReconnectPolicy):
@@ -88,8 +75,11 @@ class WaitForDatabase(ReconnectPolicy):
     One thread at a time probes the database; the others wait for its
     news, so a down database sees one attempt per delay, not one per
     thread.  Waiting happens in the pool thread and ends at once when the
-    pool is closed (or the reactor stops), with L{DisconnectionError}.
+    pool is closed (or the reactor stops), with L{DisconnectionError
+    <txreconnect.DisconnectionError>}.
     """
+
+    waits = True
 
     def __init__(
         self,
@@ -132,45 +122,3 @@ class WaitForDatabase(ReconnectPolicy):
         @return: a delay in seconds, with full jitter.
         """
         return random.uniform(0, self._ceiling(failures))
-
-    def open(self, outage: Outage, open_connection: Callable[[], _T]) -> _T:
-        deadline = None if self.deadline is None else time.monotonic() + self.deadline
-        failures = 0
-        prober = False
-        try:
-            while True:
-                with outage.condition:
-                    while True:
-                        outage.check_open()
-                        if prober or outage.state != PROBING:
-                            break
-                        outage.wait(self._left(deadline, outage))
-                    if outage.state == DOWN:
-                        prober = True
-                        outage.state = PROBING
-                try:
-                    return outage.attempt(open_connection, prober)
-                except outage.errors:
-                    pass
-                pause = self.delay(failures)
-                failures += 1
-                with outage.condition:
-                    outage.check_open()
-                    left = self._left(deadline, outage)
-                    outage.wait(pause if left is None else min(pause, left))
-        except BaseException:
-            if prober:
-                outage.give_up_probing()
-            raise
-
-    def _left(self, deadline: Optional[float], outage: Outage) -> Optional[float]:
-        """
-        @return: the seconds left before C{deadline}, or L{None} for none.
-        @raise DisconnectionError: none are left.
-        """
-        if deadline is None:
-            return None
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise outage.down_error("gave up after waiting %s s for it" % (self.deadline,))
-        return left

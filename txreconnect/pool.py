@@ -623,7 +623,7 @@ class ReconnectingConnectionPool(adbapi.ConnectionPool):
             if self._usable(tid, conn):
                 return conn
             self._discard(tid)
-        conn = self.policy.open(self._outage, self._open)
+        conn = self._outage.open(self.policy, self._open)
         self.connections[tid] = conn
         birth = self._births[tid] = _Birth(self._generation, self.max_lifetime, self._socket_id(conn))
         if birth.socket is not None and self.stall_timeout is not None:
