@@ -5,22 +5,46 @@ deadline (never sleeping and hoping) and closing connections quietly.
 
 from __future__ import annotations
 
-import time
-from typing import Any, Callable
+from typing import Any, Callable, Union
+
+from twisted.internet import defer
+
+from txreconnect.testing import warm
+from txreconnect.testing._wait import WaitTimeout, wait_until as _wait_until, wait_until_async as _wait_until_async
+
+__all__ = ["DEADLINE", "WaitTimeout", "close_quietly", "wait_until", "wait_until_async", "warm"]
+
+#: how long a test waits, unless it says otherwise, for what must happen
+DEADLINE = 15.0
 
 
-
-def wait_until(condition: Callable[[], bool], timeout: float = 15.0, what: str = "condition") -> None:
+def wait_until(
+    condition: Callable[[], bool], timeout: float = DEADLINE, what: str = "the condition", **options: Any
+) -> float:
     """
-    Poll C{condition} (blocking) until it holds.
+    Poll C{condition}, blocking, until it holds (see
+    L{txreconnect.testing._wait.wait_until} for C{options}).
 
-    @raise AssertionError: it did not hold within C{timeout} seconds.
+    @return: how many seconds it took.
+    @raise WaitTimeout: it did not hold within C{timeout} seconds.
     """
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("%s did not hold within %.0f s" % (what, timeout))
-        time.sleep(0.02)
+    return _wait_until(condition, timeout, what, **options)
+
+
+def wait_until_async(
+    condition: Callable[[], Union[bool, "defer.Deferred[bool]"]],
+    timeout: float = DEADLINE,
+    what: str = "the condition",
+    **options: Any,
+) -> "defer.Deferred[float]":
+    """
+    Poll C{condition} on the reactor's clock until it holds (see
+    L{txreconnect.testing._wait.wait_until_async} for C{options}).
+
+    @return: a Deferred that fires with how many seconds it took, or fails
+        with L{WaitTimeout} after C{timeout} seconds.
+    """
+    return _wait_until_async(condition, timeout, what, **options)
 
 
 def close_quietly(conn: Any) -> None:
@@ -31,9 +55,3 @@ def close_quietly(conn: Any) -> None:
         conn.close()
     except Exception:
         pass
-
-
-# Re-exported for the tests that import it from here.
-from txreconnect.testing import warm  # noqa: E402
-
-__all__ = ["close_quietly", "wait_until", "warm"]

@@ -12,7 +12,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from typing import Any, Dict, List, Optional, Tuple, TypeVar
@@ -27,7 +26,7 @@ from txreconnect import _proxy_service
 from txreconnect.drivers import driver_class, driver_for, known_drivers
 from txreconnect.examples import webservice
 from txreconnect.testing import PostgresServer, free_port, require_driver, shared_server
-from tests.support import close_quietly, wait_until
+from tests.support import close_quietly, wait_until, wait_until_async
 
 #: twistd, run as the installed package sees it (from an empty directory)
 TWISTD = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
@@ -303,19 +302,21 @@ class TwistdProxyTests(SynchronousTestCase):
         """
         Poll the control API until it answers with the proxy listening.
         """
-        deadline = time.monotonic() + timeout
-        while True:
+
+        def ready() -> bool:
             if self.process.poll() is not None:
                 self.fail("twistd exited with %s:\n%s" % (self.process.returncode, self.output()))
-            try:
-                code, _, body = http("GET", self.control + "/status", timeout=2)
-                if code == 200 and body["status"]["listen"]["port"] == self.proxy_port:
-                    return
-            except (OSError, ValueError):
-                pass
-            if time.monotonic() > deadline:
-                self.fail("twistd's control API did not answer within %.0f s:\n%s" % (timeout, self.output()))
-            time.sleep(0.05)
+            code, _, body = http("GET", self.control + "/status", timeout=2)
+            return bool(code == 200 and body["status"]["listen"]["port"] == self.proxy_port)
+
+        wait_until(
+            ready,
+            timeout,
+            "twistd's control API to answer",
+            interval=0.05,
+            detail=lambda: "twistd's output:\n" + self.output(),
+            retry_on=(OSError, ValueError),
+        )
 
     def status(self) -> Dict[str, Any]:
         code, _, body = http("GET", self.control + "/status")
@@ -512,13 +513,12 @@ class ExampleWebServiceTests(TestCase):
         self.assertEqual((code, headers.get("Retry-After")), (503, "1"), body)
         self.assertIn("unavailable", body["error"])
         yield threads.deferToThread(self.server.start)
-        deadline = time.monotonic() + 30
-        while True:
-            code, _, body = yield self.get()
-            if code == 200 or time.monotonic() > deadline:
-                break
-            yield threads.deferToThread(time.sleep, 0.1)
-        self.assertEqual(code, 200, body)
+        yield wait_until_async(
+            lambda: self.get().addCallback(lambda response: response[0] == 200),
+            30,
+            "the service to answer 200 again",
+            interval=0.1,
+        )
 
     @defer.inlineCallbacks
     def test_otherErrorsAre500AndLogged(self) -> Any:

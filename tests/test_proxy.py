@@ -20,7 +20,7 @@ from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from tests.support import close_quietly
+from tests.support import DEADLINE, close_quietly, wait_until_async
 from txreconnect.testing import (
     FaultProxy,
     MariaDBServer,
@@ -39,29 +39,6 @@ from txreconnect.testing.proxy import (
 
 #: the global reactor, which provides IReactorTCP and IReactorTime
 reactor: Any = _reactor
-
-#: how long a test waits for something that must happen
-DEADLINE = 15.0
-
-
-def wait_for(condition: Callable[[], bool], what: str, timeout: float = DEADLINE) -> defer.Deferred[None]:
-    """
-    Poll C{condition} on the reactor's clock until it holds.
-
-    @return: a Deferred that fires once it holds, or fails with
-        C{AssertionError} after C{timeout} seconds.
-    """
-
-    @defer.inlineCallbacks
-    def poll() -> Any:
-        deadline = reactor.seconds() + timeout
-        while not condition():
-            if reactor.seconds() > deadline:
-                raise AssertionError("%s did not happen within %.0f s" % (what, timeout))
-            yield task.deferLater(reactor, 0.02, lambda: None)
-
-    return poll()
-
 
 # --- the COMMIT detectors, on byte strings ---------------------------------
 
@@ -403,7 +380,7 @@ class FaultProxyTCPTests(TestCase):
         """
         client = yield self.connect(proxy)
         client.transport.write(b"hello")
-        yield wait_for(lambda: client.received == b"hello", "the echo")
+        yield wait_until_async(lambda: client.received == b"hello", what="the echo")
         return client
 
     def test_startListensOnALoopbackPort(self) -> None:
@@ -477,7 +454,7 @@ class FaultProxyTCPTests(TestCase):
         self.assertIsNone(client.reason)
         self.assertIsNone(server_side.reason)
         self.proxy.heal()
-        yield wait_for(lambda: client.received == b"hello! world", "the held bytes")
+        yield wait_until_async(lambda: client.received == b"hello! world", what="the held bytes")
         self.assertEqual(server_side.received, b"hello world")
 
     @defer.inlineCallbacks
@@ -493,7 +470,7 @@ class FaultProxyTCPTests(TestCase):
         self.assertEqual(self.echo.peers, [])
         self.assertEqual(self.proxy.connections, 1)
         self.proxy.heal()
-        yield wait_for(lambda: client.received == b"early", "the echo after heal")
+        yield wait_until_async(lambda: client.received == b"early", what="the echo after heal")
 
     @defer.inlineCallbacks
     def test_closeDuringBlackholeIsPassedOnAfterHeal(self) -> Any:
@@ -547,7 +524,7 @@ class FaultProxyTCPTests(TestCase):
         self.assertIsInstance(reason, error.ConnectionLost)
         self.assertEqual(len(self.echo.peers), 1)
         existing.transport.write(b" again")
-        yield wait_for(lambda: existing.received == b"hello again", "the existing echo")
+        yield wait_until_async(lambda: existing.received == b"hello again", what="the existing echo")
         clocked.clock.advance(4.9)
         self.assertFalse(window.called)
         clocked.clock.advance(0.1)

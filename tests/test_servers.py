@@ -22,6 +22,7 @@ from txreconnect.testing import (
     private_server,
     require_driver,
     shared_server,
+    started,
 )
 from tests.support import close_quietly, wait_until
 
@@ -266,6 +267,18 @@ class _ServerFaultsMixin(SynchronousTestCase):
         self.query(conn)
         wait_until(lambda: server.client_connections() == 0, what="idle session ended")
         self.assertDisconnected(conn)
+
+    def test_oddNamesAndPasswordsAreQuoted(self) -> None:
+        """
+        A database, user and password with quotes, backquotes, a backslash
+        and spaces are made as given, and the user logs in with them.
+        """
+        server = started(
+            self,
+            self.server_class(database='my "odd" `db`', user="o'brien \\ \"x\"", password="it's a \\ `pw`"),
+        )
+        conn = self.connect(server)
+        self.assertEqual(self.query(conn), 1)
 
     def test_destroyLeavesNoProcessOrDirectory(self) -> None:
         """

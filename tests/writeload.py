@@ -9,27 +9,12 @@ import itertools
 import time
 from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
-from twisted.internet import defer, reactor, task
+from twisted.internet import defer
 from twisted.python.failure import Failure
 
-__all__ = ["WriteLoad", "until"]
+from tests.support import wait_until_async
 
-
-@defer.inlineCallbacks
-def until(condition: Callable[[], bool], timeout: float, what: str) -> Any:
-    """
-    Wait, without blocking the reactor, until C{condition()} holds.
-
-    @return: a Deferred firing with the seconds it took.
-    @raise AssertionError: (in the Deferred) it did not hold within
-        C{timeout} seconds.
-    """
-    started = time.monotonic()
-    while not condition():
-        if time.monotonic() - started > timeout:
-            raise AssertionError("%s did not happen within %.0f s" % (what, timeout))
-        yield task.deferLater(reactor, 0.02, lambda: None)
-    return time.monotonic() - started
+__all__ = ["WriteLoad"]
 
 
 class WriteLoad:
@@ -115,7 +100,7 @@ class WriteLoad:
                 )
             return failure
 
-        return until(lambda: len(self.acked) >= target, timeout, what).addErrback(explain)
+        return wait_until_async(lambda: len(self.acked) >= target, timeout, what).addErrback(explain)
 
     def failure_types(self) -> Dict[str, int]:
         """

@@ -15,13 +15,13 @@ import socket
 import subprocess
 import tempfile
 import threading
-import time
 import weakref
-from typing import Any, Callable, ClassVar, Dict, List, Mapping, Optional, Sequence, Union
+from typing import Any, Callable, ClassVar, Dict, List, Mapping, Optional, Sequence, Tuple, Type, Union
 
 from twisted.logger import Logger
 
 from txreconnect.testing import _target
+from txreconnect.testing._wait import WaitTimeout, wait_until
 
 __all__ = ["ServerNotAvailable", "ThrowawayServer", "free_port"]
 
@@ -403,15 +403,29 @@ class ThrowawayServer:
             return False
         return True
 
-    def _wait_until(self, condition: Callable[[], bool], timeout: float, what: str) -> None:
-        deadline = time.monotonic() + timeout
-        while not condition():
-            if time.monotonic() > deadline:
-                raise RuntimeError(
-                    "%s did not %s within %.0f s; its log ends with:\n%s"
-                    % (self.product, what, timeout, self.log_tail())
-                )
-            time.sleep(0.05)
+    def _wait_until(
+        self,
+        condition: Callable[[], bool],
+        timeout: float,
+        what: str,
+        retry_on: Tuple[Type[BaseException], ...] = (),
+    ) -> None:
+        """
+        Poll C{condition} until it holds (see L{wait_until}).
+
+        @param what: what the server is awaited to do: C{"accept
+            connections"}.
+        @raise WaitTimeout: it did not hold within C{timeout} seconds; the
+            message has the end of the server's log.
+        """
+        wait_until(
+            condition,
+            timeout,
+            "%r to %s" % (self, what),
+            interval=0.05,
+            detail=lambda: "its log ends with:\n" + self.log_tail(),
+            retry_on=retry_on,
+        )
 
     def log_tail(self, lines: int = 20) -> str:
         """
@@ -482,20 +496,31 @@ def children(pid: int) -> List[int]:
     return children
 
 
-def _wait_for_group_exit(pgid: int, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            os.killpg(pgid, 0)
-        except ProcessLookupError:
-            return
-        except PermissionError:
-            return
-        time.sleep(0.02)
+def _group_gone(pgid: int) -> bool:
+    """
+    @return: whether no process of the process group C{pgid} is left (or
+        none that we may signal).
+    """
     try:
-        os.killpg(pgid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
+        os.killpg(pgid, 0)
+    except (ProcessLookupError, PermissionError):
+        return True
+    return False
+
+
+def _wait_for_group_exit(pgid: int, timeout: float) -> None:
+    """
+    Wait until every process of the process group C{pgid} has exited;
+    kill those left after C{timeout} seconds.
+    """
+    try:
+        wait_until(lambda: _group_gone(pgid), timeout, "process group %d to exit" % (pgid,))
+    except WaitTimeout as e:
+        _log.warn("{error}; killing it", error=e)
+        try:
+            os.killpg(pgid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
 
 def _kill_group(process: "subprocess.Popen[Any]") -> None:

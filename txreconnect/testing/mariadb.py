@@ -10,6 +10,7 @@ import os
 from typing import List
 
 from txreconnect.testing._process import ThrowawayServer, find_binary
+from txreconnect.testing._sql import quote_ident, quote_literal
 
 __all__ = ["MariaDBServer"]
 
@@ -20,10 +21,6 @@ _SEARCH = ("/usr/sbin", "/usr/bin", "/usr/local/mysql/bin")
 @functools.lru_cache(maxsize=None)
 def _binary(name: str) -> str:
     return find_binary(name, "TXRECONNECT_MARIADB_BINDIR", _SEARCH, _INSTALL_HINT)
-
-
-def _quote(value: str) -> str:
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 class MariaDBServer(ThrowawayServer):
@@ -113,16 +110,12 @@ class MariaDBServer(ThrowawayServer):
 
     def _bootstrap(self) -> None:
         self.admin_sql(
-            "CREATE DATABASE `%s`; CREATE USER %s@'%%' IDENTIFIED BY %s; "
-            "GRANT ALL ON `%s`.* TO %s@'%%'; "
-            "GRANT PROCESS ON *.* TO %s@'%%'"
-            % (
-                self.database,
-                _quote(self.user),
-                _quote(self.password),
-                self.database,
-                _quote(self.user),
-                _quote(self.user),
+            "CREATE DATABASE {database}; CREATE USER {user}@'%' IDENTIFIED BY {password}; "
+            "GRANT ALL ON {database}.* TO {user}@'%'; "
+            "GRANT PROCESS ON *.* TO {user}@'%'".format(
+                database=quote_ident(self.database, "`"),
+                user=quote_literal(self.user, backslashes=True),
+                password=quote_literal(self.password, backslashes=True),
             )
         )
         self.version = self.admin_sql("SELECT VERSION()").strip()

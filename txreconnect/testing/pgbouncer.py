@@ -59,6 +59,7 @@ from txreconnect.testing._process import (
     find_binary,
 )
 from txreconnect.testing import _target
+from txreconnect.testing._sql import quote_ident
 from txreconnect.testing.postgres import PostgresServer, _bindir
 
 __all__ = ["PgBouncer"]
@@ -431,7 +432,7 @@ class PgBouncer(ThrowawayServer):
             goes on until L{resume}.
         """
         if wait:
-            self.admin("PAUSE " + _ident(self.database), timeout=timeout)
+            self.admin("PAUSE " + quote_ident(self.database), timeout=timeout)
         else:
             self._send(signal.SIGUSR1)
 
@@ -443,7 +444,7 @@ class PgBouncer(ThrowawayServer):
         # A database paused by name (PAUSE db, KILL db) and the whole
         # pooler (PAUSE, SIGUSR1) are resumed separately; each refuses when
         # it is not paused.
-        for command in ("RESUME " + _ident(self.database), "RESUME"):
+        for command in ("RESUME " + quote_ident(self.database), "RESUME"):
             try:
                 self.admin(command)
             except subprocess.CalledProcessError as e:
@@ -457,7 +458,7 @@ class PgBouncer(ThrowawayServer):
         its transaction ends in transaction mode), so the next ones are new.
         Clients see nothing.
         """
-        self.admin("RECONNECT " + _ident(self.database))
+        self.admin("RECONNECT " + quote_ident(self.database))
 
     def kill_database(self, resume: bool = True) -> None:
         """
@@ -472,7 +473,7 @@ class PgBouncer(ThrowawayServer):
         @param resume: C{RESUME} right after, so that new clients are
             served (after C{KILL} alone they wait until C{RESUME}).
         """
-        self.admin("KILL " + _ident(self.database))
+        self.admin("KILL " + quote_ident(self.database))
         if resume:
             self.resume()
 
@@ -511,9 +512,3 @@ class PgBouncer(ThrowawayServer):
             raise RuntimeError("%r does not run" % (self,))
         self._process.send_signal(signum)
 
-
-def _ident(name: str) -> str:
-    # The console takes plain words; quoting is not understood everywhere.
-    if not name.replace("_", "").isalnum():
-        raise ValueError("%r is not a database name the console accepts" % (name,))
-    return name

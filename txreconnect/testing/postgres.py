@@ -9,10 +9,11 @@ import functools
 import glob
 import os
 import signal
-import time
 from typing import List
 
 from txreconnect.testing._process import ThrowawayServer, children as _children, find_binary
+from txreconnect.testing._sql import quote_ident, quote_literal
+from txreconnect.testing._wait import wait_until
 
 __all__ = ["PostgresServer"]
 
@@ -29,14 +30,6 @@ def _bindir() -> str:
     return os.path.dirname(find_binary("initdb", "TXRECONNECT_PG_BINDIR", search, _INSTALL_HINT))
 
 
-def _quote_literal(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
-
-
-def _quote_ident(value: str) -> str:
-    return '"' + value.replace('"', '""') + '"'
-
-
 def _gone(pid: int) -> bool:
     try:
         with open("/proc/%d/stat" % (pid,)) as f:
@@ -50,11 +43,17 @@ def _kill_with_backends(server: PostgresServer, timeout: float = 10.0) -> None:
     Kill a PostgreSQL server as a crashed machine would: the postmaster
     and every backend at once, with SIGKILL, and wait until they are gone.
 
-    Killing the postmaster's process group is not enough: each backend leads a process group of its own (PostgreSQL calls C{setsid}
-    in every child), so its backends outlive it for a few tens of
-    milliseconds, long enough to answer a query (seen through PgBouncer).
-    Here the postmaster is stopped first (so it forks no more), its
-    children are killed, then the postmaster.
+    Killing the postmaster's process group is not enough: each backend
+    leads a process group of its own (PostgreSQL calls C{setsid} in every
+    child), so its backends outlive it for a few tens of milliseconds,
+    long enough to answer a query (seen through PgBouncer).  Here the
+    postmaster is stopped first (so it forks no more), its children are
+    killed, then the postmaster.
+
+    @param server: the server to kill.
+    @param timeout: how many seconds the backends may take to die.
+    @raise WaitTimeout: (a C{RuntimeError}) a backend outlived SIGKILL
+        for C{timeout} seconds.
     """
     process = server._process
     if process is None or process.poll() is not None:
@@ -70,11 +69,12 @@ def _kill_with_backends(server: PostgresServer, timeout: float = 10.0) -> None:
         except (ProcessLookupError, PermissionError):
             pass
     ThrowawayServer.kill(server)  # the postmaster's process group
-    deadline = time.monotonic() + timeout
-    while not all(_gone(child) for child in children):
-        if time.monotonic() > deadline:
-            raise RuntimeError("%r: backends %s outlived SIGKILL" % (server, children))
-        time.sleep(0.01)
+    wait_until(
+        lambda: all(_gone(child) for child in children),
+        timeout,
+        "the backends %s of %r to die of SIGKILL" % (children, server),
+        interval=0.01,
+    )
 
 
 class PostgresServer(ThrowawayServer):
@@ -160,10 +160,10 @@ class PostgresServer(ThrowawayServer):
     def _bootstrap(self) -> None:
         self.admin_sql(
             "CREATE ROLE %s LOGIN PASSWORD %s"
-            % (_quote_ident(self.user), _quote_literal(self.password))
+            % (quote_ident(self.user), quote_literal(self.password))
         )
         self.admin_sql(
-            "CREATE DATABASE %s OWNER %s" % (_quote_ident(self.database), _quote_ident(self.user))
+            "CREATE DATABASE %s OWNER %s" % (quote_ident(self.database), quote_ident(self.user))
         )
         self.version = self.admin_sql("SHOW server_version").strip()
 

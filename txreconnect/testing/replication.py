@@ -12,14 +12,14 @@ under its sessions' feet, and libpq's multi-host connection form.
 from __future__ import annotations
 
 import subprocess
-import time
 from typing import Callable, Dict, List, Mapping, Optional, Sequence
 
 from twisted.logger import Logger
 
 from txreconnect.testing import _target
 from txreconnect.testing._process import SettingValue
-from txreconnect.testing.postgres import PostgresServer, _quote_literal
+from txreconnect.testing._sql import quote_ident, quote_literal
+from txreconnect.testing.postgres import PostgresServer
 
 __all__ = ["PostgresCluster", "StandbyServer"]
 
@@ -231,7 +231,7 @@ class PostgresCluster:
             self.standby.start()
             if self.synchronous:
                 self._set_primary_setting(
-                    "synchronous_standby_names", _quote_ident_list([self.standby.application_name])
+                    "synchronous_standby_names", quote_ident(self.standby.application_name)
                 )
             self.wait_for_streaming()
         except BaseException:
@@ -258,7 +258,7 @@ class PostgresCluster:
         """
         out = self.primary.admin_sql(
             "SELECT application_name, state, sync_state FROM pg_stat_replication"
-            " WHERE application_name = %s" % (_quote_literal(self.standby.application_name),)
+            " WHERE application_name = %s" % (quote_literal(self.standby.application_name),)
         ).strip()
         if not out:
             return None
@@ -302,7 +302,7 @@ class PostgresCluster:
         self._wait(
             self.standby,
             lambda: self.standby.admin_sql(
-                "SELECT pg_last_wal_replay_lsn() >= %s::pg_lsn" % (_quote_literal(target),)
+                "SELECT pg_last_wal_replay_lsn() >= %s::pg_lsn" % (quote_literal(target),)
             ).strip()
             == "t",
             "replay the primary's WAL up to %s" % (target,),
@@ -328,7 +328,7 @@ class PostgresCluster:
         @raise RuntimeError: the standby did not become synchronous in time.
         """
         self._set_primary_setting(
-            "synchronous_standby_names", _quote_ident_list([self.standby.application_name])
+            "synchronous_standby_names", quote_ident(self.standby.application_name)
         )
         self.synchronous = True
         self.wait_for_streaming()
@@ -499,7 +499,7 @@ class PostgresCluster:
         if value is None:
             server.admin_sql("ALTER SYSTEM RESET %s" % (name,))
         else:
-            server.admin_sql("ALTER SYSTEM SET %s = %s" % (name, _quote_literal(value)))
+            server.admin_sql("ALTER SYSTEM SET %s = %s" % (name, quote_literal(value)))
         before = server.admin_sql("SELECT pg_conf_load_time()").strip()
         server.admin_sql("SELECT pg_reload_conf()")
         # The postmaster reloads its configuration, then signals every
@@ -510,7 +510,7 @@ class PostgresCluster:
         self._wait(
             server,
             lambda: server.admin_sql(
-                "SELECT pg_conf_load_time() > %s::timestamptz" % (_quote_literal(before),)
+                "SELECT pg_conf_load_time() > %s::timestamptz" % (quote_literal(before),)
             ).strip()
             == "t",
             "reload its configuration (%s)" % (name,),
@@ -524,28 +524,14 @@ class PostgresCluster:
         what: str,
         timeout: Optional[float] = None,
     ) -> None:
+        """
+        Wait until C{condition} holds, asking C{server} (whose admin SQL
+        may fail meanwhile: the last failure is reported).
+
+        @raise WaitTimeout: (a C{RuntimeError}) it did not hold within
+            C{timeout} seconds (default L{timeout}); the message has the
+            end of C{server}'s log.
+        """
         timeout = self.timeout if timeout is None else timeout
-        deadline = time.monotonic() + timeout
-        last_error = ""
-        while True:
-            try:
-                if condition():
-                    return
-            except subprocess.CalledProcessError as e:
-                last_error = (e.stderr or "").strip()
-            if time.monotonic() > deadline:
-                raise RuntimeError(
-                    "%r did not %s within %.0f s%s; its log ends with:\n%s"
-                    % (
-                        server,
-                        what,
-                        timeout,
-                        " (last error: %s)" % (last_error,) if last_error else "",
-                        server.log_tail(),
-                    )
-                )
-            time.sleep(0.05)
+        server._wait_until(condition, timeout, what, retry_on=(subprocess.CalledProcessError,))
 
-
-def _quote_ident_list(names: Sequence[str]) -> str:
-    return ", ".join('"' + name.replace('"', '""') + '"' for name in names)
