@@ -10,7 +10,11 @@ import os
 import threading
 from typing import Any, Callable, ClassVar, Dict, List, Optional, TypeVar
 
+from twisted.internet import defer
 from twisted.trial.unittest import SkipTest, TestCase
+
+from txreconnect import ReconnectingConnectionPool
+from txreconnect.drivers import driver_class
 
 from txreconnect.testing import (
     PgBouncer,
@@ -418,6 +422,22 @@ class FailoverTests(_DriversMixin):
             conn = self.connect(self.cluster.multi_host_kwargs(driver.__name__), driver)
             self.assertEqual(_run(conn, "SELECT inet_server_port()"), [(self.cluster.standby.port,)])
 
+    @defer.inlineCallbacks
+    def test_aPoolFromTheURLSkipsTheReadOnlyOldPrimary(self) -> Any:
+        """
+        C{url()} lists both servers with C{target_session_attrs=read-write}:
+        a pool made from it, with either driver or the default one, lands
+        on the promoted standby.
+        """
+        for name in [None, *(driver.__name__ for driver in self.drivers())]:
+            pool = ReconnectingConnectionPool.from_url(self.cluster.url(name), cp_min=1, cp_max=1)
+            pool.start()
+            try:
+                rows = yield pool.runQuery("SELECT inet_server_port()")
+            finally:
+                pool.close()
+            self.assertEqual(list(rows), [(self.cluster.standby.port,)], name)
+
 
 class PrivateClusterTests(_DriversMixin):
     """
@@ -426,6 +446,26 @@ class PrivateClusterTests(_DriversMixin):
 
     def cluster(self, **kwargs: Any) -> PostgresCluster:
         return started(self, PostgresCluster(**kwargs))
+
+    def test_withBlockStartsTheClusterAndDestroysItEvenOnError(self) -> None:
+        """
+        C{with PostgresCluster() as cluster:} starts both servers, streaming;
+        leaving the block destroys them, even when the block raised.
+        """
+
+        class Boom(Exception):
+            pass
+
+        directories: List[str] = []
+        with self.assertRaises(Boom):
+            with PostgresCluster(synchronous=False) as cluster:
+                self.addCleanup(cluster.destroy)  # should the test fail
+                self.assertEqual(cluster.replication_state()["state"], "streaming")  # type: ignore[index]
+                directories += [server.directory for server in cluster.servers]
+                raise Boom()
+        for directory in directories:
+            self.assertFalse(os.path.exists(directory), directory)
+        self.assertFalse(any(server.running for server in cluster.servers))
 
     def test_asynchronousStandbyFailsOverAfterACleanStop(self) -> None:
         """
@@ -629,6 +669,42 @@ class _PgBouncerMixin(_DriversMixin):
         self.bouncer.point_to(other)
         self.addCleanup(self.bouncer.point_to, self.server)
         self.assertEqual(_run(self.connect_via_bouncer(), "SELECT inet_server_port()"), [(other.port,)])
+
+    @defer.inlineCallbacks
+    def test_aPoolFromTheURLQueriesThroughPgBouncer(self) -> Any:
+        """
+        A pool made from C{url(driver)}, with the driver's
+        C{transaction_pooling_keywords} in transaction mode, runs the same
+        statement again and again through PgBouncer.
+        """
+        for driver in self.drivers():
+            extra = driver_class(driver.__name__).transaction_pooling_keywords
+            pool = ReconnectingConnectionPool.from_url(
+                self.bouncer.url(driver.__name__),
+                cp_min=1,
+                cp_max=1,
+                **(extra if self.pool_mode == "transaction" else {}),
+            )
+            pool.start()
+            try:
+                for i in range(8):
+                    rows = yield pool.runQuery("SELECT %s::int + 1", (i,))
+                    self.assertEqual(list(rows), [(i + 1,)])
+            finally:
+                pool.close()
+
+    def test_withBlockStartsPgBouncerAndDestroysIt(self) -> None:
+        """
+        C{with PgBouncer(server) as bouncer:} starts it; leaving the block
+        destroys it and leaves the server running.
+        """
+        with PgBouncer(self.server, pool_mode=self.pool_mode) as bouncer:
+            self.addCleanup(bouncer.destroy)  # should the test fail
+            directory = bouncer.directory
+            self.assertEqual(_run(self.connect(bouncer.connect_kwargs("psycopg2")), "SELECT 1"), [(1,)])
+        self.assertFalse(os.path.exists(directory))
+        self.assertFalse(bouncer.running)
+        self.assertTrue(self.server.running)
 
     def test_destroyLeavesNoProcessOrDirectory(self) -> None:
         """

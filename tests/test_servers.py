@@ -1,6 +1,7 @@
 """
 The throwaway servers produce real faults: each test proves one with a raw
-driver connection (no pool).
+driver connection (no pool).  Their C{connect_kwargs} and C{url()} are
+spelled by the driver registry, and a pool made from a URL queries them.
 """
 
 from __future__ import annotations
@@ -8,8 +9,10 @@ from __future__ import annotations
 import os
 from typing import Any, ClassVar, Dict, List, Optional, Type
 
-from twisted.trial.unittest import SkipTest, SynchronousTestCase
+from twisted.internet import defer
+from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 
+from txreconnect import ReconnectingConnectionPool
 from txreconnect.drivers import driver_class, known_drivers
 from txreconnect.testing import (
     MariaDBServer,
@@ -24,6 +27,7 @@ from txreconnect.testing import (
     shared_server,
     started,
 )
+from txreconnect.url import parse_url
 from tests.support import close_quietly, wait_until
 
 
@@ -120,6 +124,82 @@ class ConnectKwargsTests(SynchronousTestCase):
         )
         self.assertEqual(kwargs[keywords["database"]], cluster.primary.database)
         self.assertRaises(ValueError, cluster.multi_host_kwargs, _drivers_of("mysql")[0])
+
+
+class URLTests(SynchronousTestCase):
+    """
+    C{url()} gives a DATABASE_URL that L{parse_url} reads back into the
+    same driver and keywords; no server needs to run.
+    """
+
+    def test_theDefaultSchemeIsTheFamily(self) -> None:
+        """
+        Without a driver the scheme is the family, and the password is
+        percent-encoded.
+        """
+        server = PostgresServer(password="p@ss:/w?rd#%+ é")
+        server.port = 40000
+        self.assertEqual(
+            server.url(),
+            "postgresql://txreconnect:p%40ss%3A%2Fw%3Frd%23%25%2B%20%C3%A9@127.0.0.1:40000/txreconnect",
+        )
+        self.assertEqual(MariaDBServer().url(port=40001), "mysql://txreconnect:s3cret-pw%21@127.0.0.1:40001/txreconnect")
+
+    def test_aDriverIsNamedInLowerCase(self) -> None:
+        """
+        With a driver the scheme is C{family+driver}, the driver's name in
+        lower case.
+        """
+        self.assertTrue(MariaDBServer().url("MySQLdb").startswith("mysql+mysqldb://txreconnect:"))
+        self.assertTrue(PostgresServer().url("psycopg").startswith("postgresql+psycopg://txreconnect:"))
+
+    def test_urlsRoundTripThroughParseUrl(self) -> None:
+        """
+        L{parse_url} reads each URL back as C{connect_kwargs} of its
+        driver (the family's default one for a bare scheme), the password
+        and the database included.
+        """
+        for server in [PostgresServer(password="it's a \\ p@ss/%"), MariaDBServer(database="my db")]:
+            server.port = 40000
+            default = [cls.name for cls in known_drivers() if cls.family == server.family and cls.url_default]
+            for name in [None, *_drivers_of(server.family)]:
+                parsed = parse_url(server.url(name))
+                self.assertEqual(parsed.dbapi_name, name or default[0])
+                self.assertEqual(parsed.connect_kwargs, server.connect_kwargs(parsed.dbapi_name), name)
+
+    def test_aDriverOfAnotherFamilyIsRefused(self) -> None:
+        """
+        As for C{connect_kwargs}, a driver of another family or an unknown
+        one is a C{ValueError}; so is any URL of a server of no family.
+        """
+        self.assertRaises(ValueError, PostgresServer().url, _drivers_of("mysql")[0])
+        self.assertRaises(ValueError, MariaDBServer().url, "no_such_driver")
+        self.assertRaises(ValueError, ThrowawayServer().url)
+
+
+class FromURLTests(TestCase):
+    """
+    A pool made from a server's C{url()} queries it.
+    """
+
+    @defer.inlineCallbacks
+    def test_aPoolFromTheURLQueriesTheServer(self) -> Any:
+        """
+        C{ReconnectingConnectionPool.from_url(server.url(driver))} works
+        for every driver of both servers, and for the bare scheme.
+        """
+        for server_class in [PostgresServer, MariaDBServer]:
+            server = shared_server(self, server_class)
+            for name in [None, *_drivers_of(server.family)]:
+                url = server.url(name)
+                require_driver(parse_url(url).dbapi_name)
+                pool = ReconnectingConnectionPool.from_url(url, cp_min=1, cp_max=1)
+                pool.start()
+                try:
+                    rows = yield pool.runQuery("SELECT 1")
+                finally:
+                    pool.close()
+                self.assertEqual([tuple(row) for row in rows], [(1,)], name)
 
 
 class RequireDriverTests(SynchronousTestCase):
@@ -277,8 +357,44 @@ class _ServerFaultsMixin(SynchronousTestCase):
             self,
             self.server_class(database='my "odd" `db`', user="o'brien \\ \"x\"", password="it's a \\ `pw`"),
         )
-        conn = self.connect(server)
+        self.assertEqual(self.query(self.connect(server)), 1)
+        conn = self.driver.connect(**parse_url(server.url(self.driver_name)).connect_kwargs)
+        self.addCleanup(close_quietly, conn)
         self.assertEqual(self.query(conn), 1)
+
+    def test_withBlockStartsTheServerAndDestroysItEvenOnError(self) -> None:
+        """
+        C{with server_class() as server:} starts the server; leaving the
+        block destroys it (process and directory), even when the block
+        raised, and the exception goes on.
+        """
+
+        class Boom(Exception):
+            pass
+
+        seen: List[Any] = []
+        with self.assertRaises(Boom):
+            with self.server_class() as server:
+                self.addCleanup(server.destroy)  # should the test fail
+                seen += [server.running, server.directory, server._process]
+                self.assertEqual(self.query(self.connect(server)), 1)
+                raise Boom()
+        running, directory, process = seen
+        self.assertTrue(running)
+        self.assertFalse(os.path.exists(directory))
+        self.assertIsNot(process.poll(), None)
+        self.assertFalse(server.running)
+
+    def test_aURLReachesTheServer(self) -> None:
+        """
+        The keywords L{parse_url} reads from C{url(driver)} connect to the
+        server, the password percent-encoded.
+        """
+        for driver in [self.driver, require_driver(self.other_driver_name)]:
+            kwargs = parse_url(self.server.url(driver.__name__)).connect_kwargs
+            conn = driver.connect(**kwargs)
+            self.addCleanup(close_quietly, conn)
+            self.assertEqual(self.query(conn), 1)
 
     def test_destroyLeavesNoProcessOrDirectory(self) -> None:
         """
@@ -299,6 +415,18 @@ class PostgresServerTests(_ServerFaultsMixin):
     driver_name = "psycopg2"
     other_driver_name = "psycopg"
     idle_setting = {"idle_session_timeout": "1s"}
+
+    def test_withBlockDestroysAServerThatCannotStart(self) -> None:
+        """
+        A server that cannot start (here: an unknown setting) is destroyed
+        by entering the C{with} block, which raises and never runs.
+        """
+        server = PostgresServer(settings={"no_such_setting": "1"})
+        self.addCleanup(server.destroy)
+        e = self.assertRaises(RuntimeError, server.__enter__)
+        self.assertIn("no_such_setting", str(e))
+        self.assertIs(server._directory, None)
+        self.assertFalse(server.running)
 
 
 class MariaDBServerTests(_ServerFaultsMixin):

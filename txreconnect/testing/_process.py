@@ -21,6 +21,7 @@ from typing import Any, Callable, ClassVar, Dict, List, Mapping, Optional, Seque
 from twisted.logger import Logger
 
 from txreconnect.testing import _target
+from txreconnect.testing._lifecycle import Owned
 from txreconnect.testing._wait import WaitTimeout, wait_until
 
 __all__ = ["ServerNotAvailable", "ThrowawayServer", "free_port"]
@@ -124,7 +125,7 @@ class _RunAs:
         return None if self.uid is None else []
 
 
-class ThrowawayServer:
+class ThrowawayServer(Owned):
     """
     Base class of L{PostgresServer} and L{MariaDBServer}: a database server
     in a temporary directory, on a free loopback port, owned by this
@@ -132,6 +133,9 @@ class ThrowawayServer:
 
     Subclasses define how to initialise the data directory, the command
     line, and how to run SQL as the administrator.
+
+    C{with server:} starts it and destroys it when the block ends, even
+    on error (see L{Owned}).
 
     @ivar port: the TCP port on 127.0.0.1; it stays the same across
         restarts.
@@ -249,6 +253,27 @@ class ThrowawayServer:
             L{family}; the message names those it knows.
         """
         return _target.connect_kwargs(self, driver, [port or self.port])
+
+    def url(self, driver: Optional[str] = None, port: Optional[int] = None) -> str:
+        """
+        A database URL of this server, for
+        L{ReconnectingConnectionPool.from_url
+        <txreconnect.ReconnectingConnectionPool.from_url>}: as L{user},
+        into L{database}.
+
+        @param driver: the DB-API module's name, one of the drivers of
+            L{family}: the scheme is C{family+driver} (in lower case, such
+            as C{postgresql+psycopg}); by default the scheme is the family
+            (C{postgresql://}, C{mysql://}), which means its default
+            driver.
+        @param port: this port on 127.0.0.1 instead of the server's (a
+            proxy's).
+        @return: C{family[+driver]://user:password@127.0.0.1:port/database},
+            the user, password and database percent-encoded.
+        @raise ValueError: txreconnect knows no driver C{driver} of
+            L{family}.
+        """
+        return _target.url(self, driver, [port or self.port])
 
     # --- lifecycle ---------------------------------------------------------
 

@@ -1,17 +1,18 @@
 """
-How a client reaches a throwaway server: C{connect()} keywords spelled
-by txreconnect's driver registry (L{txreconnect.drivers}), so that
-nothing in C{txreconnect.testing} names a driver, a default port or a
-driver's keyword.
+How a client reaches a throwaway server: C{connect()} keywords and
+database URLs, spelled by txreconnect's driver registry
+(L{txreconnect.drivers}), so that nothing in C{txreconnect.testing} names
+a driver, a default port or a driver's keyword.
 """
 
 from __future__ import annotations
 
-from typing import Dict, List, Protocol, Sequence, Type
+from typing import Dict, List, Mapping, Optional, Protocol, Sequence, Type
+from urllib.parse import quote, urlencode
 
 from txreconnect.drivers import Driver, driver_class, known_drivers
 
-__all__ = ["HOST", "connect_kwargs", "default_driver", "driver"]
+__all__ = ["HOST", "connect_kwargs", "default_driver", "driver", "url"]
 
 #: the address every throwaway server listens on
 HOST = "127.0.0.1"
@@ -98,3 +99,42 @@ def connect_kwargs(account: _Account, name: str, ports: Sequence[int]) -> Dict[s
             database=account.database,
         )
     )
+
+
+def url(
+    account: _Account,
+    name: Optional[str],
+    ports: Sequence[int],
+    query: Optional[Mapping[str, str]] = None,
+) -> str:
+    """
+    A database URL for L{ReconnectingConnectionPool.from_url
+    <txreconnect.ReconnectingConnectionPool.from_url>} (the grammar is in
+    L{txreconnect.url}) to a server on L{HOST}, as the test user.
+
+    @param account: the server (its family, user, password and database).
+    @param name: a DB-API module's C{__name__}, for a
+        C{family+name://} scheme (the name in lower case), or L{None} for
+        the family's default driver (a C{family://} scheme).
+    @param ports: the port, or several (a host list, tried in order).
+    @param query: query parameters.
+    @return: C{family[+name]://user:password@127.0.0.1:port/database},
+        the user, password and database percent-encoded
+        (C{urllib.parse.quote(part, safe="")}).
+    @raise ValueError: C{name} is not a driver of C{account}'s family, or
+        it is L{None} and the family has no default driver.
+    """
+    if name is None:
+        scheme = default_driver(account.family).family
+    else:
+        scheme = "%s+%s" % (account.family, driver(account.family, name).name.lower())
+    text = "%s://%s:%s@%s/%s" % (
+        scheme,
+        quote(account.user, safe=""),
+        quote(account.password, safe=""),
+        ",".join("%s:%d" % (HOST, port) for port in ports),
+        quote(account.database, safe=""),
+    )
+    if query:
+        text += "?" + urlencode(dict(query))
+    return text

@@ -17,6 +17,7 @@ from typing import Callable, Dict, List, Mapping, Optional, Sequence
 from twisted.logger import Logger
 
 from txreconnect.testing import _target
+from txreconnect.testing._lifecycle import Owned
 from txreconnect.testing._process import SettingValue
 from txreconnect.testing._sql import quote_ident, quote_literal
 from txreconnect.testing.postgres import PostgresServer
@@ -127,7 +128,7 @@ class StandbyServer(PostgresServer):
         return self.admin_sql("SELECT pg_is_in_recovery()").strip() == "t"
 
 
-class PostgresCluster:
+class PostgresCluster(Owned):
     """
     A PostgreSQL primary with one streaming hot standby, both throwaway
     servers on free loopback ports, for failover tests::
@@ -141,6 +142,9 @@ class PostgresCluster:
             self.cluster.kill_primary()
             self.cluster.promote()
             conn = psycopg2.connect(**self.cluster.standby.connect_kwargs("psycopg2"))
+
+    or C{with PostgresCluster() as cluster:}, which destroys it when the
+    block ends, even on error.
 
     L{primary} and L{standby} name the servers by the role they were made
     for; they keep those names after L{promote}.
@@ -487,6 +491,35 @@ class PostgresCluster:
         # Spelled as the default PostgreSQL driver spells libpq's keywords.
         libpq = _target.default_driver(self.primary.family).name
         return _conninfo(self.multi_host_kwargs(libpq, target_session_attrs, servers))
+
+    def url(
+        self,
+        driver: Optional[str] = None,
+        target_session_attrs: Optional[str] = "read-write",
+        servers: Optional[Sequence[PostgresServer]] = None,
+    ) -> str:
+        """
+        A database URL with both servers as a host list, for
+        L{ReconnectingConnectionPool.from_url
+        <txreconnect.ReconnectingConnectionPool.from_url>}: the pool's
+        driver tries them in order and keeps the first that suits
+        C{target_session_attrs}.
+
+        @param driver: a PostgreSQL driver's module name for a
+            C{postgresql+driver://} scheme, or L{None} for
+            C{postgresql://} (the default driver).
+        @param target_session_attrs: which server to keep (C{"read-write"},
+            C{"any"}, C{"primary"}, C{"standby"}...), or L{None} to leave
+            it out.
+        @param servers: the servers in the order to try them (default:
+            L{primary} then L{standby}).
+        @return: C{postgresql[+driver]://user:password@127.0.0.1:p1,}
+            C{127.0.0.1:p2/database?target_session_attrs=...}.
+        @raise ValueError: C{driver} is not a PostgreSQL driver.
+        """
+        ports = [server.port for server in servers or self.servers]
+        query = None if target_session_attrs is None else {"target_session_attrs": target_session_attrs}
+        return _target.url(self.primary, driver, ports, query)
 
     # --- helpers -------------------------------------------------------------
 
