@@ -12,7 +12,7 @@ L{ReconnectingConnectionPool}.
     C{MySQLReconnectTests} expects a call on a connection closed behind
     the pool's back to fail, ours reconnects and succeeds.
   - C{ADBAPITestBase} on the drivers Twisted's module does not cover:
-    psycopg2 and PyMySQL.
+    psycopg2, pg8000 and PyMySQL.
 """
 
 from __future__ import annotations
@@ -149,6 +149,11 @@ class _ServerConnector(test_adbapi.DBTestConnector):
 class Psycopg2AdbapiSuite(_OurPool, _ServerConnector, test_adbapi.ADBAPITestBase, unittest.TestCase):
     TEST_PREFIX = "Psycopg2"
     driver = "psycopg2"
+
+
+class Pg8000AdbapiSuite(_OurPool, _ServerConnector, test_adbapi.ADBAPITestBase, unittest.TestCase):
+    TEST_PREFIX = "Pg8000"
+    driver = "pg8000"
 
 
 class PyMySQLAdbapiSuite(_OurPool, _ServerConnector, test_adbapi.ADBAPITestBase, unittest.TestCase):

@@ -20,7 +20,9 @@ from twisted.logger import ILogObserver, LogLevel, formatEvent, globalLogPublish
 from twisted.trial.unittest import SynchronousTestCase
 
 from txreconnect.drivers import Driver, driver_for
+from txreconnect.drivers import known_drivers
 from txreconnect.drivers.mysqldb import MySQLdbDriver
+from txreconnect.drivers.pg8000 import Pg8000Driver
 from txreconnect.drivers.psycopg import PsycopgDriver
 from txreconnect.drivers.psycopg2 import Psycopg2Driver
 from txreconnect.drivers.pymysql import PyMySQLDriver
@@ -54,6 +56,7 @@ psycopg2 = _optional("psycopg2")
 psycopg = _optional("psycopg")
 pymysql = _optional("pymysql")
 MySQLdb = _optional("MySQLdb")
+pg8000 = _optional("pg8000")
 if psycopg2 is not None:
     importlib.import_module("psycopg2.errors")
 if psycopg is not None:
@@ -250,6 +253,7 @@ class RegistryTests(SynchronousTestCase):
             (pymysql, PyMySQLDriver),
             (MySQLdb, MySQLdbDriver),
             (sqlite3, Sqlite3Driver),
+            (pg8000, Pg8000Driver),
         ]:
             if module is None:
                 continue
@@ -315,10 +319,12 @@ class RegistryTests(SynchronousTestCase):
         Every driver module of txreconnect imports when no database driver
         is installed: none imports its driver.
         """
-        drivers = ["psycopg2", "psycopg", "pymysql", "MySQLdb", "sqlite3"]
+        drivers = [cls.name for cls in known_drivers()]
+        self.assertIn("pg8000", drivers)
         ours = ["txreconnect.drivers." + name.lower() for name in drivers] + [
             "txreconnect.drivers._libpq",
             "txreconnect.drivers._mysql_protocol",
+            "txreconnect.drivers._postgres",
         ]
         saved = {name: sys.modules.get(name) for name in drivers + ours}
 
@@ -1141,3 +1147,145 @@ class StallTimeoutDefaultsTests(SynchronousTestCase):
 
     def test_pymysqlUserConnectTimeoutWins(self) -> None:
         self.assertEqual(PyMySQLDriver(pymysql).connect_defaults((), {"connect_timeout": 3}, 60.0), {})
+
+
+def _raise_in(module_name: str, error: BaseException) -> BaseException:
+    """
+    @return: C{error}, raised and caught in a frame whose module is
+        C{module_name}, as a driver's own code would raise it.
+    """
+    namespace: Dict[str, Any] = {"__name__": module_name, "error": error}
+    exec(compile("def boom():\n    raise error\n", module_name.replace(".", "/") + ".py", "exec"), namespace)
+    try:
+        namespace["boom"]()
+    except BaseException as caught:
+        return caught
+    raise AssertionError("not raised")
+
+
+class _FakePg8000Connection:
+    """
+    The attributes of a pg8000 connection the rules read.
+    """
+
+    def __init__(self, usock: Any = None, autocommit: bool = False) -> None:
+        self._usock = usock
+        self.autocommit = autocommit
+        self.simple: List[str] = []
+
+    def execute_simple(self, sql: str) -> None:
+        self.simple.append(sql)
+
+
+class Pg8000Tests(SynchronousTestCase):
+    """
+    L{Pg8000Driver}: pg8000's real exception classes, built as pg8000
+    builds them (C{core.py}, C{legacy.py} of pg8000 1.31).
+    """
+
+    skip = _skipWithout(pg8000, "pg8000")
+
+    def setUp(self) -> None:
+        self.driver = driver_for(pg8000)
+        self.open = _FakePg8000Connection(usock=types.SimpleNamespace(fileno=lambda: 7))
+
+    def server_error(self, cls: Any, sqlstate: str, message: str) -> BaseException:
+        return cast(BaseException, cls({"S": "ERROR", "V": "ERROR", "C": sqlstate, "M": message}))
+
+    def test_networkErrorIsADisconnect(self) -> None:
+        """
+        pg8000's one word for a lost connection, and its words for a
+        closed one or a failed connect, are disconnects.
+        """
+        for message in [
+            "network error",
+            "network error on read",
+            "connection is closed",
+            "communication error",
+            "Can't create a connection to host 127.0.0.1 and port 1 (timeout is 10 and source_address is None).",
+        ]:
+            self.assertTrue(self.driver.is_disconnect(pg8000.InterfaceError(message), self.open), message)
+
+    def test_sessionEndingSQLStatesAreDisconnectsAndOthersAreNot(self) -> None:
+        """
+        The SQLSTATE in the server's fields decides, never the text.
+        """
+        self.assertTrue(self.driver.is_disconnect(self.server_error(pg8000.ProgrammingError, "57P03", "x"), self.open))
+        self.assertTrue(self.driver.is_disconnect(self.server_error(pg8000.DatabaseError, "08006", "x"), self.open))
+        for cls, sqlstate in [(pg8000.IntegrityError, "23505"), (pg8000.ProgrammingError, "42P01")]:
+            error = self.server_error(cls, sqlstate, 'relation "network error" does not exist')
+            self.assertFalse(self.driver.is_disconnect(error, self.open), sqlstate)
+
+    def test_closedConnectionIsADisconnect(self) -> None:
+        """
+        After C{close()}, C{_usock} is L{None}: any error is a disconnect.
+        """
+        closed = _FakePg8000Connection(usock=None)
+        self.assertTrue(self.driver.is_disconnect(self.server_error(pg8000.ProgrammingError, "42601", "x"), closed))
+
+    def test_bareOSErrorFromInsidePg8000IsADisconnect(self) -> None:
+        """
+        A reset or timeout that escapes pg8000's C{_read} as a bare
+        L{OSError} is a disconnect; the same error from the user's own
+        code is not.
+        """
+        for error in [ConnectionResetError(104, "Connection reset by peer"), TimeoutError("timed out")]:
+            self.assertTrue(self.driver.is_disconnect(_raise_in("pg8000.core", error), self.open), error)
+        mine = _raise_in("myapp.storage", FileNotFoundError(2, "No such file"))
+        self.assertFalse(self.driver.is_disconnect(mine, self.open))
+
+    def test_readOnlyRefusalIsTheWrongServer(self) -> None:
+        """
+        SQLSTATE 25006 is a write refused by a read-only server.
+        """
+        refused = self.server_error(pg8000.ProgrammingError, "25006", "cannot execute INSERT in a read-only transaction")
+        self.assertTrue(self.driver.is_wrong_server(refused, False))
+        self.assertFalse(self.driver.is_wrong_server(self.server_error(pg8000.ProgrammingError, "42601", "x"), False))
+
+    def test_pingIsOneSimpleQuery(self) -> None:
+        """
+        The ping is one C{execute_simple("SELECT 1")}: no BEGIN.
+        """
+        self.driver.ping(self.open)
+        self.assertEqual(self.open.simple, ["SELECT 1"])
+
+    def test_socketIsUsock(self) -> None:
+        """
+        The watchdog's socket is C{_usock}; a closed connection has none.
+        """
+        self.assertEqual(self.driver.socket_fileno(self.open), 7)
+        self.assertIsNone(self.driver.socket_fileno(_FakePg8000Connection(usock=None)))
+
+    def test_rulesAreCompleteAndKeywordsArePg8000s(self) -> None:
+        """
+        pg8000 is known: no ping after each of its errors; its database
+        keyword is C{database}, and no libpq parameter is added.
+        """
+        self.assertFalse(self.driver.suspect(pg8000.ProgrammingError("x")))
+        self.assertEqual(Pg8000Driver.connect_kwargs(database="shop", host="db"), {"database": "shop", "host": "db"})
+        self.assertEqual(self.driver.connect_defaults((), {"host": "db"}), {})
+
+    def test_connectAddsATimeoutAndWrapsABareOSError(self) -> None:
+        """
+        C{connect} passes a 10 s C{timeout} unless given, and takes it off
+        the socket once connected; a bare L{OSError} becomes pg8000's
+        C{InterfaceError}.
+        """
+        calls: List[Dict[str, Any]] = []
+        timeouts: List[Any] = []
+        sock = types.SimpleNamespace(settimeout=timeouts.append)
+
+        def opener(*args: Any, **kwargs: Any) -> Any:
+            calls.append(kwargs)
+            return _FakePg8000Connection(usock=sock)
+
+        self.driver.connect((), {"user": "app"}, opener)
+        self.driver.connect((), {"user": "app", "timeout": 3}, opener)
+        self.assertEqual([c.get("timeout") for c in calls], [10.0, 3])
+        self.assertEqual(timeouts, [None])
+
+        def resets(*args: Any, **kwargs: Any) -> Any:
+            raise ConnectionResetError(104, "Connection reset by peer")
+
+        error = self.assertRaises(pg8000.InterfaceError, self.driver.connect, (), {"user": "app"}, resets)
+        self.assertIsInstance(error.__cause__, ConnectionResetError)

@@ -1,6 +1,6 @@
 """
-ReconnectingConnectionPool against real PostgreSQL (psycopg2, psycopg 3)
-and MariaDB (PyMySQL, mysqlclient) servers, with real faults.
+ReconnectingConnectionPool against real PostgreSQL (psycopg2, psycopg 3,
+pg8000) and MariaDB (PyMySQL, mysqlclient) servers, with real faults.
 """
 
 from __future__ import annotations
@@ -454,6 +454,13 @@ class Psycopg2PoolTests(_PoolTestsMixin):
 class PsycopgPoolTests(_PoolTestsMixin):
     server_class = PostgresServer
     driver_name = "psycopg"
+    idle_setting = {"idle_session_timeout": "1s"}
+    autocommit_openfun = staticmethod(_autocommit_attribute)
+
+
+class Pg8000PoolTests(_PoolTestsMixin):
+    server_class = PostgresServer
+    driver_name = "pg8000"
     idle_setting = {"idle_session_timeout": "1s"}
     autocommit_openfun = staticmethod(_autocommit_attribute)
 

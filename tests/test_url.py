@@ -674,7 +674,7 @@ class ErrorTests(SynchronousTestCase):
         self.assertRejected("http://app:%s@db/shop" % (PASSWORD,), "'http'")
 
     def test_unknownDriver(self) -> None:
-        self.assertRejected("postgresql+pg8000://app:%s@db/shop" % (PASSWORD,), "'pg8000'", "psycopg2")
+        self.assertRejected("postgresql+pgx://app:%s@db/shop" % (PASSWORD,), "'pgx'", "pg8000", "psycopg2")
         self.assertRejected("mysql+connector://app:%s@db/shop" % (PASSWORD,), "'connector'", "mysqldb")
         self.assertRejected("sqlite+pysqlcipher:///x.db", "'pysqlcipher'")
 
@@ -958,10 +958,8 @@ class _ServerRoundTrip(TestCase):
         raise NotImplementedError
 
 
-class Psycopg2RoundTripTests(_ServerRoundTrip):
+class _PostgresRoundTrip(_ServerRoundTrip):
     server_class = PostgresServer
-    scheme = "postgresql"
-    driver_name = "psycopg2"
 
     def create_user(self, user: str, password: str) -> None:
         server: Any = self.server
@@ -969,6 +967,11 @@ class Psycopg2RoundTripTests(_ServerRoundTrip):
         self.addCleanup(server.admin_sql, "DROP ROLE IF EXISTS %s" % (ident,))
         server.admin_sql("CREATE ROLE %s LOGIN PASSWORD '%s'" % (ident, password.replace("'", "''")))
 
+
+
+class Psycopg2RoundTripTests(_PostgresRoundTrip):
+    scheme = "postgresql"
+    driver_name = "psycopg2"
 
     @defer.inlineCallbacks
     def test_hostListSkipsADeadHost(self) -> Any:
@@ -998,6 +1001,11 @@ class PsycopgRoundTripTests(Psycopg2RoundTripTests):
     driver_name = "psycopg"
 
 
+class Pg8000RoundTripTests(_PostgresRoundTrip):
+    scheme = "postgresql+pg8000"
+    driver_name = "pg8000"
+
+
 class PyMySQLRoundTripTests(_ServerRoundTrip):
     server_class = MariaDBServer
     scheme = "mysql+pymysql"
@@ -1019,7 +1027,7 @@ class MySQLdbRoundTripTests(PyMySQLRoundTripTests):
 
 
 # Not a test case of its own: only its subclasses are.
-del _ServerRoundTrip
+del _ServerRoundTrip, _PostgresRoundTrip
 
 
 class SqliteRoundTripTests(TestCase):

@@ -1,6 +1,7 @@
 """
 Rules shared by the drivers built on libpq, PostgreSQL's client library:
-psycopg2 and psycopg (3).
+psycopg2 and psycopg (3): libpq's messages, connection parameters and
+connection strings.
 
 Nothing here imports a driver: the driver module is given to the
 L{Driver} at construction.
@@ -9,36 +10,10 @@ L{Driver} at construction.
 from __future__ import annotations
 
 import os
-from typing import Any, ClassVar, Dict, FrozenSet, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, ClassVar, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from txreconnect import _convert
-from txreconnect.drivers._base import Driver
-
-# SQLSTATEs that end the session, from PostgreSQL's "Appendix A. PostgreSQL
-# Error Codes" (https://www.postgresql.org/docs/current/errcodes-appendix.html).
-# Class 08 "Connection Exception" counts as a whole (see is_disconnect_sqlstate);
-# its codes are listed so that an exception class can be mapped back to one.
-CONNECTION_EXCEPTION_SQLSTATES: Tuple[str, ...] = (
-    "08000",  # connection_exception
-    "08001",  # sqlclient_unable_to_establish_sqlconnection
-    "08003",  # connection_does_not_exist
-    "08004",  # sqlserver_rejected_establishment_of_sqlconnection
-    "08006",  # connection_failure
-    "08007",  # transaction_resolution_unknown
-    "08P01",  # protocol_violation
-)
-SESSION_ENDING_SQLSTATES: FrozenSet[str] = frozenset(
-    {
-        "57P01",  # admin_shutdown: pg_terminate_backend(), smart/fast shutdown
-        "57P02",  # crash_shutdown: another backend crashed
-        "57P03",  # cannot_connect_now: the server is starting or stopping
-        # The server's FATAL for idle_session_timeout (PostgreSQL 14+) and
-        # idle_in_transaction_session_timeout (postgres.c, ProcessInterrupts);
-        # psycopg 3 reports them as such (seen by experiment).
-        "57P05",  # idle_session_timeout
-        "25P03",  # idle_in_transaction_session_timeout
-    }
-)
+from txreconnect.drivers._postgres import PostgresDriver
 
 # Messages raised without a SQLSTATE, i.e. written by the client, compared
 # in lower case, first line only and outside quotes (see _base._mentions).
@@ -81,10 +56,6 @@ LIBPQ_FRAGMENTS: Tuple[str, ...] = (
     "connection socket closed",
 )
 
-# SQLSTATE read_only_sql_transaction: a write refused by a read-only server
-# or transaction.
-_READ_ONLY_SQL_TRANSACTION = "25006"
-
 # target_session_attrs values that ask for a writable server (libpq 14+
 # knows "primary"; "read-write" since libpq 10).
 _WRITER_ATTRS = ("read-write", "primary")
@@ -121,15 +92,7 @@ _DSN_KEYWORDS: Tuple[str, ...] = ("dsn", "conninfo")
 _ENVIRONMENT_DEFAULTS: Dict[str, str] = {"connect_timeout": "PGCONNECT_TIMEOUT"}
 
 
-def is_disconnect_sqlstate(sqlstate: str) -> bool:
-    """
-    @param sqlstate: a five-character PostgreSQL SQLSTATE.
-    @return: whether the server reports the session as gone or unusable.
-    """
-    return sqlstate.startswith("08") or sqlstate in SESSION_ENDING_SQLSTATES
-
-
-class LibpqDriver(Driver):
+class LibpqDriver(PostgresDriver):
     """
     What psycopg2 and psycopg 3 share: SQLSTATEs, libpq's messages, a
     ping that leaves no transaction open, and libpq's keepalive and
@@ -143,14 +106,10 @@ class LibpqDriver(Driver):
     message).
     """
 
-    family: ClassVar[str] = "postgresql"
-    complete_rules: ClassVar[bool] = True
-    url_schemes: ClassVar[Tuple[str, ...]] = ("postgresql", "postgres")
     # libpq takes every parameter as text; only this one is checked early.
     url_options: ClassVar[Mapping[str, _convert.Converter]] = {
         "target_session_attrs": _convert.one_of(*_SESSION_ATTRS),
     }
-    default_port: ClassVar[Optional[int]] = 5432
     # libpq's parameter key words ("Parameter Key Words").
     keywords: ClassVar[Mapping[str, str]] = {
         "host": "host",
@@ -161,27 +120,11 @@ class LibpqDriver(Driver):
     }
     shown_keywords: ClassVar[Tuple[str, ...]] = ("host", "port", "dbname")
     secret_keywords: ClassVar[Tuple[str, ...]] = ("password", "sslpassword")
-    error_classes: ClassVar[Tuple[str, ...]] = ("Error",)
     message_fragments: ClassVar[Tuple[str, ...]] = LIBPQ_FRAGMENTS
     # psycopg2 raises an error without SQLSTATE, such as "SSL SYSCALL error:
     # EOF detected", as a plain DatabaseError (pq_raise() in pqpath.c: "reported
     # happening e.g. when the connection is closed").
     exact_message_classes: ClassVar[Tuple[str, ...]] = ("DatabaseError",)
-
-    def _code_says(self, exc: BaseException) -> Optional[bool]:
-        """
-        An error with a SQLSTATE (sent by the server) is a disconnect only
-        for class 08 and L{SESSION_ENDING_SQLSTATES}; its text never
-        counts, since it may quote user data.
-
-        @param exc: a driver exception.
-        @return: the verdict of its SQLSTATE, or L{None} if it has none
-            (then its message decides: libpq's and the driver's own).
-        """
-        sqlstate = self._sqlstate(exc)
-        if not sqlstate:
-            return None
-        return is_disconnect_sqlstate(sqlstate)
 
     def ping(self, connection: Any) -> None:
         """
@@ -271,19 +214,6 @@ class LibpqDriver(Driver):
             attrs = os.environ.get("PGTARGETSESSIONATTRS")
         return attrs in _WRITER_ATTRS
 
-    def is_wrong_server(self, exc: BaseException, wants_writer: bool) -> bool:
-        """
-        SQLSTATE 25006 (C{read_only_sql_transaction}): the server refused a
-        write because it is read-only (a standby, or an old primary back
-        with C{default_transaction_read_only}).  It counts whether or not
-        a writer was asked for: a pool that writes needs one.
-
-        @param exc: a driver exception.
-        @param wants_writer: unused.
-        @return: whether C{exc} is that refusal.
-        """
-        return isinstance(exc, self._errors("Error")) and self._sqlstate(exc) == _READ_ONLY_SQL_TRANSACTION
-
     def _connection_strings(self, connargs: Sequence[Any], connkw: Dict[str, Any]) -> List[str]:
         """
         @param connargs: the positional arguments the user gave.
@@ -293,13 +223,6 @@ class LibpqDriver(Driver):
         """
         candidates = list(connargs[:1]) + [connkw.get(keyword) for keyword in _DSN_KEYWORDS]
         return [dsn for dsn in candidates if isinstance(dsn, str)]
-
-    def _sqlstate(self, exc: BaseException) -> Optional[str]:
-        """
-        @param exc: an exception of the driver.
-        @return: the SQLSTATE it carries, if any.
-        """
-        raise NotImplementedError
 
     def _transaction_status(self, connection: Any) -> int:
         """

@@ -10,11 +10,8 @@ from __future__ import annotations
 import importlib
 from typing import Any, ClassVar, Dict, Optional, Type
 
-from txreconnect.drivers._libpq import (
-    CONNECTION_EXCEPTION_SQLSTATES,
-    SESSION_ENDING_SQLSTATES,
-    LibpqDriver,
-)
+from txreconnect.drivers._libpq import LibpqDriver
+from txreconnect.drivers._postgres import CONNECTION_EXCEPTION_SQLSTATES, SESSION_ENDING_SQLSTATES
 
 
 class Psycopg2Driver(LibpqDriver):

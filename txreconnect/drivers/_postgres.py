@@ -1,0 +1,102 @@
+"""
+What every driver of a PostgreSQL server shares, whatever its client
+code: the SQLSTATEs that end a session, the refusal of a read-only
+server, the URL schemes and the default port.  The drivers built on
+libpq (L{txreconnect.drivers._libpq}) and pg8000 build on it.
+
+Nothing here imports a driver: the driver module is given to the
+L{Driver} at construction.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar, FrozenSet, Optional, Tuple
+
+from txreconnect.drivers._base import Driver
+
+# SQLSTATEs that end the session, from PostgreSQL's "Appendix A. PostgreSQL
+# Error Codes" (https://www.postgresql.org/docs/current/errcodes-appendix.html).
+# Class 08 "Connection Exception" counts as a whole (see is_disconnect_sqlstate);
+# its codes are listed so that an exception class can be mapped back to one.
+CONNECTION_EXCEPTION_SQLSTATES: Tuple[str, ...] = (
+    "08000",  # connection_exception
+    "08001",  # sqlclient_unable_to_establish_sqlconnection
+    "08003",  # connection_does_not_exist
+    "08004",  # sqlserver_rejected_establishment_of_sqlconnection
+    "08006",  # connection_failure
+    "08007",  # transaction_resolution_unknown
+    "08P01",  # protocol_violation
+)
+SESSION_ENDING_SQLSTATES: FrozenSet[str] = frozenset(
+    {
+        "57P01",  # admin_shutdown: pg_terminate_backend(), smart/fast shutdown
+        "57P02",  # crash_shutdown: another backend crashed
+        "57P03",  # cannot_connect_now: the server is starting or stopping
+        # The server's FATAL for idle_session_timeout (PostgreSQL 14+) and
+        # idle_in_transaction_session_timeout (postgres.c, ProcessInterrupts);
+        # psycopg 3 reports them as such (seen by experiment).
+        "57P05",  # idle_session_timeout
+        "25P03",  # idle_in_transaction_session_timeout
+    }
+)
+
+# SQLSTATE read_only_sql_transaction: a write refused by a read-only server
+# or transaction.
+READ_ONLY_SQL_TRANSACTION = "25006"
+
+
+def is_disconnect_sqlstate(sqlstate: str) -> bool:
+    """
+    @param sqlstate: a five-character PostgreSQL SQLSTATE.
+    @return: whether the server reports the session as gone or unusable.
+    """
+    return sqlstate.startswith("08") or sqlstate in SESSION_ENDING_SQLSTATES
+
+
+class PostgresDriver(Driver):
+    """
+    A driver of a PostgreSQL server.  An error that carries a SQLSTATE
+    (sent by the server) is judged by it alone, never by its text, which
+    may quote user data.  Subclasses say where the SQLSTATE is
+    (L{_sqlstate}).
+    """
+
+    family: ClassVar[str] = "postgresql"
+    url_schemes: ClassVar[Tuple[str, ...]] = ("postgresql", "postgres")
+    default_port: ClassVar[Optional[int]] = 5432
+    complete_rules: ClassVar[bool] = True
+    error_classes: ClassVar[Tuple[str, ...]] = ("Error",)
+
+    def _code_says(self, exc: BaseException) -> Optional[bool]:
+        """
+        An error with a SQLSTATE is a disconnect only for class 08 and
+        L{SESSION_ENDING_SQLSTATES}.
+
+        @param exc: a driver exception.
+        @return: the verdict of its SQLSTATE, or L{None} if it has none
+            (then its message decides: the client's own words).
+        """
+        sqlstate = self._sqlstate(exc)
+        if not sqlstate:
+            return None
+        return is_disconnect_sqlstate(sqlstate)
+
+    def is_wrong_server(self, exc: BaseException, wants_writer: bool) -> bool:
+        """
+        SQLSTATE 25006 (C{read_only_sql_transaction}): the server refused a
+        write because it is read-only (a standby, or an old primary back
+        with C{default_transaction_read_only}).  It counts whether or not
+        a writer was asked for: a pool that writes needs one.
+
+        @param exc: a driver exception.
+        @param wants_writer: unused.
+        @return: whether C{exc} is that refusal.
+        """
+        return isinstance(exc, self.errors) and self._sqlstate(exc) == READ_ONLY_SQL_TRANSACTION
+
+    def _sqlstate(self, exc: BaseException) -> Optional[str]:
+        """
+        @param exc: an exception of the driver.
+        @return: the SQLSTATE it carries, if any.
+        """
+        raise NotImplementedError
