@@ -15,12 +15,21 @@ Modules, one job each:
   - L{bench.run}: the command line; starts the servers, runs the sections,
     writes the results.
   - L{bench._common}: what the sections share: settings, servers, pool
-    contenders, statistics, markdown tables.
-  - L{bench.overhead}: steady-state throughput ratios and the pool's own
-    cost per interaction.
+    contenders, statistics, the report a section fills.
+  - L{bench._render}: the results files' text: markdown tables, cell
+    formats, JSON numbers.
+  - L{bench.workloads}: the calls the steady-state section makes, and
+    their table.
+  - L{bench.overhead}: measures steady-state throughput ratios, the
+    pool's own cost per interaction and where it goes.
+  - L{bench.instructions}: counts instructions per call under callgrind.
+  - L{bench.overhead_tables}: renders the steady-state tables from their
+    numbers alone (also from a results file: C{python -m
+    bench.overhead_tables bench/results/overhead.json}).
   - L{bench.recovery}: what callers see across restarts, killed sessions,
     idle timeouts and dropped connections.
   - L{bench.resources}: memory, descriptors, threads and server sessions
     across many interactions and fault cycles.
   - L{bench.plot}: the pictures.
+  - L{bench._cpus}: runs a measurement on one CPU.
 """

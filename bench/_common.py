@@ -1,7 +1,8 @@
 """
 What the benchmark sections share: their settings (full or smoke), the
 databases they run against, the pools they compare, a connect() counter,
-statistics and markdown tables.
+statistics and the report a section fills (L{bench._render} writes its
+markdown).
 """
 
 from __future__ import annotations
@@ -31,7 +32,6 @@ __all__ = [
     "in_thread",
     "machine_line",
     "make_pool",
-    "markdown_table",
     "quantile",
     "rotation",
     "sleep",
@@ -394,20 +394,6 @@ def mean(values: Iterable[float]) -> float:
 # --- output -----------------------------------------------------------------
 
 
-def markdown_table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
-    """
-    @return: a GitHub markdown table; the first column is left-aligned,
-        the others right-aligned.
-    """
-    lines = [
-        "| " + " | ".join(headers) + " |",
-        "|" + "|".join([":---"] + ["---:"] * (len(headers) - 1)) + "|",
-    ]
-    for row in rows:
-        lines.append("| " + " | ".join(str(cell) for cell in row) + " |")
-    return "\n".join(lines)
-
-
 @dataclass
 class Report:
     """
@@ -470,19 +456,6 @@ def machine_line(targets: Iterable[Target]) -> str:
         "".join(" · " + s for s in servers),
         load,
     )
-
-
-def fmt_ratio(s: Dict[str, float]) -> str:
-    """
-    @return: C{"0.99 (0.97–1.01)"}: the median and the min–max.
-    """
-    return "%.3f (%.3f–%.3f)" % (s["median"], s["min"], s["max"])
-
-
-def fmt_ms(seconds: Optional[float]) -> str:
-    if seconds is None or seconds != seconds:
-        return "—"
-    return "%.0f ms" % (seconds * 1000,) if seconds >= 0.1 else "%.1f ms" % (seconds * 1000,)
 
 
 def run_sql(target: "Target", statements: Sequence[str]) -> None:

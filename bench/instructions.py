@@ -9,7 +9,7 @@ cancels out).  The database's own work runs in the server, outside the
 count, as do system calls: the count is the client side's CPU cost.
 
 The child is this module run as a script (C{python -m bench.instructions
-SPEC}).
+SPEC}).  L{bench.overhead_tables} renders the numbers.
 """
 
 from __future__ import annotations
@@ -20,37 +20,29 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from typing import Any, Dict, List, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from bench._common import ADBAPI, OURS, Report, Settings, Target, in_thread, markdown_table
+from twisted.enterprise import adbapi
+from twisted.internet import defer, reactor
 
-__all__ = ["instructions", "run_in_thread"]
+from bench._common import ADBAPI, OURS, Settings, Target
+from bench.workloads import create_table, sqlite_openfun, workloads
+from txreconnect import ReconnectingConnectionPool
+
+__all__ = ["count", "measure", "not_measured"]
 
 
 def _child(spec: Dict[str, Any]) -> None:
     """
     Run C{spec["calls"]} calls of one workload on one pool, then stop.
     """
-    from twisted.enterprise import adbapi
-    from twisted.internet import defer, reactor
-
-    from bench.overhead import _setup_sql, workloads
-    from txreconnect import ReconnectingConnectionPool
-
     target = Target(spec["target"], "", spec["driver"], None)
     kwargs = dict(spec["kwargs"], cp_min=1, cp_max=1)
     if spec["target"] == "sqlite":
-
-        def openfun(conn: Any) -> None:
-            cursor = conn.cursor()
-            for statement in _setup_sql(target):
-                cursor.execute(statement)
-            conn.commit()
-
-        kwargs["cp_openfun"] = openfun
+        kwargs["cp_openfun"] = sqlite_openfun(target)
     cls = ReconnectingConnectionPool if spec["pool"] == OURS.key else adbapi.ConnectionPool
     pool = cls(spec["driver"], *spec["args"], **kwargs)
-    _, call, _ = workloads(target)[spec["workload"]]
+    call = workloads(target)[spec["workload"]].call
 
     @defer.inlineCallbacks
     def main() -> Any:
@@ -65,9 +57,13 @@ def _child(spec: Dict[str, Any]) -> None:
     reactor.run()
 
 
-def _count(spec: Dict[str, Any]) -> int:
+def count(spec: Dict[str, Any]) -> int:
     """
-    @return: the instructions the child executed for C{spec}.
+    Run the child for C{spec} under callgrind.
+
+    @param spec: the child's target key, driver, C{connect()} arguments
+        (C{args}, C{kwargs}), pool key, workload key and number of calls.
+    @return: the instructions the child executed.
     @raise RuntimeError: the child failed.
     """
     with tempfile.TemporaryDirectory(prefix="txreconnect-callgrind-") as tmp:
@@ -108,65 +104,45 @@ def _per_call(target: Target, pool: str, workload: str, calls: Tuple[int, int]) 
         "pool": pool,
         "workload": workload,
     }
-    few, many = (_count(dict(base, calls=n)) for n in calls)
+    few, many = (count(dict(base, calls=n)) for n in calls)
     return (many - few) / (calls[1] - calls[0])
 
 
-def instructions(report: Report, settings: Settings, targets: Sequence[Target]) -> Any:
+def not_measured(settings: Settings) -> Optional[str]:
     """
-    The table: instructions per call, adbapi's and ours, for each target
-    and workload.  Nothing is measured (and the report says why) when
-    valgrind is missing, or in smoke mode.
+    @return: why L{measure} cannot run (valgrind is missing) or should not
+        (smoke mode), or L{None}.
     """
-    from bench.overhead import _create_table, workloads
+    if settings.smoke:
+        return "smoke mode"
+    if shutil.which("valgrind") is None:
+        return "valgrind is not installed (Debian: apt-get install valgrind)"
+    return None
 
-    if settings.smoke or shutil.which("valgrind") is None:
-        why = "smoke mode" if settings.smoke else "valgrind is not installed (Debian: apt-get install valgrind)"
-        report.add("#### Instructions per call\n\nNot measured: %s." % (why,))
-        return
+
+def measure(settings: Settings, targets: Sequence[Target]) -> List[Dict[str, Any]]:
+    """
+    Count adbapi's and ours' instructions per call, for each target and
+    workload (blocking: it waits for the child processes).
+
+    @return: one dict per target and workload: its keys, the instructions
+        per call by pool key, and ours / adbapi.
+    """
     calls = (settings.instruction_calls // 6, settings.instruction_calls)
-    rows: List[List[Any]] = []
     raw: List[Dict[str, Any]] = []
     for target in targets:
         if target.server is not None:
-            _create_table(target)
-        for key, (label, _, _) in workloads(target).items():
+            create_table(target)
+        for key in workloads(target):
             counts = {pool: _per_call(target, pool, key, calls) for pool in (ADBAPI.key, OURS.key)}
             ratio = counts[OURS.key] / counts[ADBAPI.key]
-            rows.append(
-                [
-                    target.label,
-                    label,
-                    "{:,.0f}".format(counts[ADBAPI.key]),
-                    "{:,.0f}".format(counts[OURS.key]),
-                    "{:+,.0f}".format(counts[OURS.key] - counts[ADBAPI.key]),
-                    "**%.3f**" % (ratio,),
-                ]
-            )
             raw.append({"target": target.key, "workload": key, "instructions_per_call": counts, "ratio": ratio})
-            print("  %s %s: adbapi %.0f, ours %.0f instructions/call (%.3f)" % (
-                target.key, key, counts[ADBAPI.key], counts[OURS.key], ratio), flush=True)
-    report.add(
-        "#### Instructions per call (valgrind's callgrind; lower is better)\n\n"
-        "The client side's CPU cost, counted rather than timed, so that "
-        "other programs on the machine cannot move it: each pool runs the "
-        "workload through the public API (cp_max=1, one call in flight) in "
-        "a process of its own under `valgrind --tool=callgrind`; runs of "
-        "%d and %d calls give the instructions per call. The server's work "
-        "and system calls are not counted.\n\n" % calls
-        + markdown_table(
-            ["database (driver)", "workload", "adbapi", "ours", "ours − adbapi", "ours / adbapi"],
-            rows,
-        )
-    )
-    report.data["instructions"] = raw
-
-
-def run_in_thread(report: Report, settings: Settings, targets: Sequence[Target]) -> Any:
-    """
-    L{instructions}, in a thread (it blocks on the child processes).
-    """
-    return in_thread(instructions, report, settings, targets)
+            print(
+                "  %s %s: adbapi %.0f, ours %.0f instructions/call (%.3f)"
+                % (target.key, key, counts[ADBAPI.key], counts[OURS.key], ratio),
+                flush=True,
+            )
+    return raw
 
 
 if __name__ == "__main__":

@@ -2,40 +2,44 @@
 Steady-state overhead: what the pool costs when nothing goes wrong.
 
   - Throughput of C{runQuery("SELECT 1")} and of a three-statement
-    C{runInteraction} with 1, 4 and C{cp_max} calls in flight, for
-    C{adbapi.ConnectionPool} and L{ReconnectingConnectionPool} with its
-    defaults, with C{cp_health_check=0} (a ping on every checkout) and
-    with C{cp_stall_timeout=None} (no watchdog, no PyMySQL socket
-    timeouts).  The pools take turns in short windows, in a rotating
-    order, in the same process: each round gives one ratio per pool, and
-    the tables show the median ratio and its spread over the rounds, and
-    the difference in this process's CPU time per call (which other
-    programs on the machine disturb far less than the wall clock).
+    C{runInteraction} (L{bench.workloads}) with 1, 4 and C{cp_max} calls
+    in flight, for C{adbapi.ConnectionPool} and
+    L{ReconnectingConnectionPool} with its defaults, with
+    C{cp_health_check=0} (a ping on every checkout) and with
+    C{cp_stall_timeout=None} (no watchdog, no PyMySQL socket timeouts).
+    The pools take turns in short windows, in a rotating order, in the
+    same process: each round gives one ratio per pool, and the tables
+    show the median ratio and its spread over the rounds, and the
+    difference in this process's CPU time per call (which other programs
+    on the machine disturb far less than the wall clock).
   - The pool's own cost per interaction, in microseconds: direct
     C{pool._runInteraction} calls in one thread (no reactor, no thread
     pool) on sqlite3 C{:memory:} and on PostgreSQL, and the public API
     (reactor, thread pool, Deferred) on sqlite3 with C{cp_max=1}.
   - Where the extra time goes: a cProfile of the direct calls, listing
     txreconnect's functions by their own time.
+  - The instructions per call (L{bench.instructions}).
+
+The functions here measure and return plain data, which L{run} keeps in
+the section's L{Report}; L{bench.overhead_tables} renders it.
 """
 
 from __future__ import annotations
 
 import cProfile
+import dataclasses
 import gc
 import io
 import os
 import pstats
 import time
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Sequence
 
 from twisted.enterprise import adbapi
 from twisted.internet import defer
 
-from bench._cpus import one_cpu
-from bench.instructions import run_in_thread
+from bench import instructions, overhead_tables
 from bench._common import (
-    run_sql,
     ADBAPI,
     ADBAPI_CONTROL,
     OURS,
@@ -46,80 +50,19 @@ from bench._common import (
     Settings,
     Target,
     clock,
-    fmt_ratio,
     in_thread,
     make_pool,
-    markdown_table,
     rotation,
     spread,
 )
+from bench._cpus import one_cpu
+from bench._render import fmt_ratio, json_safe
+from bench.workloads import Call, create_table, pool_options, workloads
 
-__all__ = ["run"]
+__all__ = ["per_call_cost", "profile", "run", "summary", "throughput"]
 
 #: the goal: ours/adbapi throughput at least this, in every scenario
 GOAL_RATIO = 0.98
-
-#: rows in bench_kv
-KEYS = 64
-
-Call = Callable[[adbapi.ConnectionPool, int], "defer.Deferred[Any]"]
-
-
-def _setup_sql(target: Target) -> List[str]:
-    return [
-        "DROP TABLE IF EXISTS bench_kv",
-        "CREATE TABLE bench_kv (k INTEGER PRIMARY KEY, v BIGINT NOT NULL)",
-    ] + [target.sql("INSERT INTO bench_kv (k, v) VALUES (%d, 0)" % (k,)) for k in range(KEYS)]
-
-
-def _create_table(target: Target) -> None:
-    """
-    Create and fill C{bench_kv} on a server (blocking).
-    """
-    run_sql(target, _setup_sql(target))
-
-
-def _sqlite_openfun(target: Target) -> Callable[[Any], None]:
-    """
-    sqlite3 C{:memory:} gives each connection a database of its own:
-    fill it as the pool opens it.
-    """
-
-    def openfun(conn: Any) -> None:
-        cursor = conn.cursor()
-        for statement in _setup_sql(target):
-            cursor.execute(statement)
-        conn.commit()
-
-    return openfun
-
-
-def workloads(target: Target) -> Dict[str, Tuple[str, Call, Callable[..., Any]]]:
-    """
-    @return: by key, the workload's label, how to make one call through
-        the public API (given the pool and the caller's lane), and the
-        interaction function with its arguments for direct calls.
-    """
-    select_v = target.sql("SELECT v FROM bench_kv WHERE k = %s")
-    update_v = target.sql("UPDATE bench_kv SET v = v + 1 WHERE k = %s")
-
-    def three(txn: Any, key: int) -> None:
-        txn.execute(select_v, (key,))
-        txn.fetchall()
-        txn.execute(update_v, (key,))
-        txn.execute("SELECT 1")
-        txn.fetchall()
-
-    def query(pool: adbapi.ConnectionPool, lane: int) -> "defer.Deferred[Any]":
-        return pool.runQuery("SELECT 1")
-
-    def interaction(pool: adbapi.ConnectionPool, lane: int) -> "defer.Deferred[Any]":
-        return pool.runInteraction(three, lane % KEYS)
-
-    return {
-        "select1": ('runQuery("SELECT 1")', query, lambda pool: (pool._runQuery, "SELECT 1")),
-        "txn3": ("runInteraction: SELECT, UPDATE, SELECT", interaction, lambda pool: (three, 1)),
-    }
 
 
 class Window:
@@ -195,67 +138,48 @@ def _paired(found: Dict[str, List[Window]], key: str, base: str) -> Dict[str, Di
     }
 
 
-@defer.inlineCallbacks
-def throughput(
-    report: Report,
-    settings: Settings,
-    targets: Sequence[Target],
-    cpu: Optional[int],
-) -> Any:
+def _pools(contenders: Sequence[Contender], target: Target, cp_max: int) -> Dict[str, adbapi.ConnectionPool]:
     """
-    The throughput tables: every target, workload and number of calls in
-    flight; pools alternate in rounds.
+    @return: a pool of each of C{contenders} on C{target}, by key, with
+        C{cp_max} connections (and as many at the least) and what the
+        workloads need (L{pool_options}).
+    """
+    return {c.key: make_pool(c, target, cp_max, cp_min=cp_max, **pool_options(target)) for c in contenders}
 
-    @param cpu: the one CPU that this process and the servers run on, or
-        L{None} if they were not pinned.
+
+def _close(pools: Dict[str, adbapi.ConnectionPool]) -> None:
+    for pool in pools.values():
+        pool.close()
+
+
+@defer.inlineCallbacks
+def throughput(settings: Settings, targets: Sequence[Target]) -> Any:
+    """
+    Throughput on every target, of every workload, with each number of
+    calls in flight; the pools alternate in rounds.
+
+    @return: (a Deferred firing with) one dict per target, workload and
+        number of calls in flight: every round's calls per second and CPU
+        seconds per call, by pool key, and the spreads of ours against
+        adbapi, of C{cp_health_check=0} against ours and of the control
+        against adbapi (L{_paired}).
     """
     contenders = [ADBAPI, OURS, OURS_HC0, ADBAPI_CONTROL]
-    rows = []
-    health_rows = []
     raw: List[Dict[str, Any]] = []
     for target in targets:
-        extra: Dict[str, Any] = {}
-        if target.server is None:
-            extra["cp_openfun"] = _sqlite_openfun(target)
-        else:
-            yield in_thread(_create_table, target)
-        pools = {
-            c.key: make_pool(c, target, settings.cp_max, cp_min=settings.cp_max, **extra) for c in contenders
-        }
+        if target.server is not None:
+            yield in_thread(create_table, target)
+        pools = _pools(contenders, target, settings.cp_max)
         try:
-            for key, (label, call, _) in workloads(target).items():
+            for key, workload in workloads(target).items():
                 # Warm up: every thread opens its connection, caches settle.
                 for c in contenders:
-                    yield window(pools[c.key], call, settings.cp_max, settings.window)
+                    yield window(pools[c.key], workload.call, settings.cp_max, settings.window)
                 for inflight in settings.inflight:
-                    found = yield _rounds(pools, contenders, call, inflight, settings.rounds, settings.window)
+                    found = yield _rounds(pools, contenders, workload.call, inflight, settings.rounds, settings.window)
                     ours = _paired(found, OURS.key, ADBAPI.key)
                     hc0 = _paired(found, OURS_HC0.key, OURS.key)
                     control = _paired(found, ADBAPI_CONTROL.key, ADBAPI.key)
-                    base = spread([w.rate for w in found[ADBAPI.key]])
-                    rows.append(
-                        [
-                            target.label,
-                            label,
-                            inflight,
-                            "{:,.0f}".format(base["median"]),
-                            "**%.3f**" % ours["ratio"]["median"],
-                            "%.3f–%.3f" % (ours["ratio"]["ci_low"], ours["ratio"]["ci_high"]),
-                            "%.3f–%.3f" % (ours["ratio"]["q1"], ours["ratio"]["q3"]),
-                            _us(ours["cpu_us"]),
-                            "%.3f (%.3f–%.3f)"
-                            % (control["ratio"]["median"], control["ratio"]["ci_low"], control["ratio"]["ci_high"]),
-                        ]
-                    )
-                    health_rows.append(
-                        [
-                            target.label,
-                            label,
-                            inflight,
-                            "%.3f (%.3f–%.3f)" % (hc0["ratio"]["median"], hc0["ratio"]["q1"], hc0["ratio"]["q3"]),
-                            _us(hc0["cpu_us"]),
-                        ]
-                    )
                     raw.append(
                         {
                             "target": target.key,
@@ -274,7 +198,7 @@ def throughput(
                             target.key,
                             key,
                             inflight,
-                            base["median"],
+                            spread([w.rate for w in found[ADBAPI.key]])["median"],
                             fmt_ratio(ours["ratio"]),
                             fmt_ratio(control["ratio"]),
                             ours["cpu_us"]["median"],
@@ -283,62 +207,8 @@ def throughput(
                         flush=True,
                     )
         finally:
-            for pool in pools.values():
-                pool.close()
-    report.add(
-        "#### Throughput, ours / adbapi (higher is better; 1.000 = the same)\n\n"
-        "cp_max=%d for every pool; %d rounds of %g s per pool, in rotating "
-        "order, in one process, %s; the ratio of calls per second round by "
-        "round, then its median, the median's 95%% confidence interval "
-        "(distribution-free) and the interquartile range of the rounds. "
-        "*CPU* is this process's CPU time per call (all threads), ours minus "
-        "adbapi's, median and IQR over rounds: it is what other programs "
-        "on the machine disturb least. The last column is the control: a "
-        "second adbapi pool measured in the same rounds, against the first. "
-        "Both are the same code, so its distance from 1.000 is how finely "
-        "this machine tells two pools apart.\n\n"
-        % (settings.cp_max, settings.rounds, settings.window, _placement(cpu))
-        + markdown_table(
-            [
-                "database (driver)",
-                "workload",
-                "in flight",
-                "adbapi calls/s",
-                "ours / adbapi",
-                "95% CI",
-                "IQR of rounds",
-                "CPU µs/call, ours − adbapi",
-                "control: adbapi / adbapi (95% CI)",
-            ],
-            rows,
-        )
-    )
-    report.add(
-        "#### The cost of `cp_health_check=0` (a ping before every call)\n\n"
-        "Measured in the same rounds: ReconnectingConnectionPool with "
-        "`cp_health_check=0` against ReconnectingConnectionPool with its "
-        "defaults (health checks off).\n\n"
-        + markdown_table(
-            ["database (driver)", "workload", "in flight", "throughput, hc=0 / default (IQR)", "CPU µs/call, hc=0 − default"],
-            health_rows,
-        )
-    )
-    report.data["throughput"] = raw
+            _close(pools)
     return raw
-
-
-def _placement(cpu: Optional[int]) -> str:
-    if cpu is None:
-        return "its threads and the servers' placed by the scheduler (not pinned)"
-    return (
-        "its threads and the servers' all on CPU %d of %d (see `bench/_cpus.py`: across CPUs, "
-        "where the scheduler puts the threads moves a pool's throughput more than the pools differ)"
-        % (cpu, os.cpu_count() or 0)
-    )
-
-
-def _us(s: Dict[str, float]) -> str:
-    return "%+.1f (%+.1f…%+.1f)" % (s["median"], s["q1"], s["q3"])
 
 
 def _direct(pool: adbapi.ConnectionPool, make: Callable[..., Any], calls: int) -> Window:
@@ -356,82 +226,60 @@ def _direct(pool: adbapi.ConnectionPool, make: Callable[..., Any], calls: int) -
     return Window(calls / (clock() - started), (time.process_time() - cpu) / calls)
 
 
+def _direct_calls(settings: Settings, target: Target) -> int:
+    """
+    @return: the direct calls per round on C{target} (fewer through a
+        socket than on sqlite3).
+    """
+    return settings.direct_calls if target.server is None else max(1, settings.direct_calls // 20)
+
+
 @defer.inlineCallbacks
-def per_call_cost(report: Report, settings: Settings, targets: Sequence[Target]) -> Any:
+def per_call_cost(settings: Settings, targets: Sequence[Target]) -> Any:
     """
-    The pool's own cost per interaction, in microseconds: ours minus
-    adbapi's, paired round by round.
+    The pool's own cost per interaction: direct calls on every target,
+    and calls through the public API on sqlite3; pools alternate in
+    rounds.
+
+    @return: (a Deferred firing with) one dict per target, path
+        (C{"direct"} or C{"api"}) and workload: every round's wall-clock
+        and CPU seconds per call, by pool key.
     """
-    rows = []
     raw: List[Dict[str, Any]] = []
     for target in targets:
         sqlite = target.server is None
         contenders = [ADBAPI, OURS, OURS_HC0] + ([] if sqlite else [OURS_NO_WATCHDOG])
-        extra: Dict[str, Any] = {}
-        if sqlite:
-            extra["cp_openfun"] = _sqlite_openfun(target)
-        else:
-            yield in_thread(_create_table, target)
-        calls = settings.direct_calls if sqlite else max(1, settings.direct_calls // 20)
+        if not sqlite:
+            yield in_thread(create_table, target)
+        calls = _direct_calls(settings, target)
         # The direct calls run in this thread (the reactor's), each pool
         # with a connection of its own for this thread.
-        pools = {c.key: make_pool(c, target, 1, cp_min=1, **extra) for c in contenders}
+        pools = _pools(contenders, target, 1)
         try:
-            for key, (label, _, make) in workloads(target).items():
+            for key, workload in workloads(target).items():
                 found: Dict[str, List[Window]] = {c.key: [] for c in contenders}
                 for c in contenders:
-                    _direct(pools[c.key], make, max(1, calls // 10))  # warm up
+                    _direct(pools[c.key], workload.direct, max(1, calls // 10))  # warm up
                 for r in range(settings.direct_rounds):
                     for c in rotation(contenders, r):
                         gc.collect()
-                        found[c.key].append(_direct(pools[c.key], make, calls))
-                rows.append(_cost_row(target, "direct `_runInteraction`, one thread", label, found, contenders))
+                        found[c.key].append(_direct(pools[c.key], workload.direct, calls))
                 raw.append(_cost_raw(target, "direct", key, found))
         finally:
-            for pool in pools.values():
-                pool.close()
+            _close(pools)
         if not sqlite:
             continue
         # The same through the public API: reactor, thread pool, Deferred.
         contenders = [ADBAPI, OURS, OURS_HC0]
-        pools = {c.key: make_pool(c, target, 1, cp_min=1, **extra) for c in contenders}
+        pools = _pools(contenders, target, 1)
         try:
-            for key, (label, call, _) in workloads(target).items():
+            for key, workload in workloads(target).items():
                 for c in contenders:
-                    yield window(pools[c.key], call, 1, settings.window)
-                found = yield _rounds(pools, contenders, call, 1, settings.rounds, settings.window)
-                rows.append(_cost_row(target, "public API, cp_max=1, 1 in flight", label, found, contenders))
+                    yield window(pools[c.key], workload.call, 1, settings.window)
+                found = yield _rounds(pools, contenders, workload.call, 1, settings.rounds, settings.window)
                 raw.append(_cost_raw(target, "api", key, found))
         finally:
-            for pool in pools.values():
-                pool.close()
-    report.add(
-        "#### The pool's own cost per interaction (µs per call; lower is better)\n\n"
-        "Each pool's difference from adbapi's, paired round by round "
-        "(median, with the interquartile range), in wall-clock "
-        "time and in this process's CPU time. Direct calls run "
-        "`pool._runInteraction` in one thread: no reactor, no thread pool, "
-        "so only the pools' own code differs. The public API adds the "
-        "reactor, the thread pool and a Deferred per call (cp_max=1, one "
-        "call in flight), placed as in the throughput table. `cp_stall_timeout=None` turns the stall watchdog "
-        "off (sqlite3 has no socket, so it is never armed there). Direct "
-        "calls: %d rounds; public API: %d rounds of %g s per pool.\n\n"
-        % (settings.direct_rounds, settings.rounds, settings.window)
-        + markdown_table(
-            [
-                "database",
-                "path",
-                "workload",
-                "adbapi µs",
-                "ours − adbapi",
-                "ours − adbapi, CPU",
-                "cp_health_check=0 − adbapi",
-                "cp_stall_timeout=None − adbapi",
-            ],
-            rows,
-        )
-    )
-    report.data["per_call"] = raw
+            _close(pools)
     return raw
 
 
@@ -445,52 +293,26 @@ def _cost_raw(target: Target, path: str, workload: str, found: Dict[str, List[Wi
     }
 
 
-def _cost_row(
-    target: Target,
-    path: str,
-    label: str,
-    found: Dict[str, List[Window]],
-    contenders: Sequence[Contender],
-) -> List[Any]:
-    base = found[ADBAPI.key]
-
-    def diff(c: Contender, cpu: bool = False) -> str:
-        if c not in contenders:
-            return "—"
-        if cpu:
-            return _us(spread([(o.cpu - a.cpu) * 1e6 for o, a in zip(found[c.key], base)]))
-        return _us(spread([(1 / o.rate - 1 / a.rate) * 1e6 for o, a in zip(found[c.key], base)]))
-
-    return [
-        target.label,
-        path,
-        label,
-        "%.1f" % (spread([1 / w.rate for w in base])["median"] * 1e6,),
-        "**%s**" % diff(OURS),
-        diff(OURS, cpu=True),
-        diff(OURS_HC0),
-        diff(OURS_NO_WATCHDOG),
-    ]
-
-
-def profile(report: Report, settings: Settings, targets: Sequence[Target]) -> None:
+def profile(settings: Settings, targets: Sequence[Target]) -> List[Dict[str, Any]]:
     """
-    cProfile the direct calls of ours on each target and list
-    txreconnect's own functions by their own time per call: where the
-    pool's extra time goes (cProfile inflates small functions, so read
-    the shares, not the absolute numbers).
+    cProfile the direct C{runQuery("SELECT 1")} calls of ours and of
+    adbapi on each target: where the pool's extra time goes (cProfile
+    inflates small functions, so read the shares, not the absolute
+    numbers).
+
+    @return: one dict per target: txreconnect's functions in ours, by
+        their own time per call (the twenty first: own seconds, calls per
+        call, C{"file:function"}), and the seconds per call of each pool
+        under the profiler, by pool key.
     """
-    rows = []
     raw = []
     for target in targets:
-        extra: Dict[str, Any] = {}
-        if target.server is None:
-            extra["cp_openfun"] = _sqlite_openfun(target)
-        calls = settings.direct_calls if target.server is None else max(1, settings.direct_calls // 20)
-        pools = {c.key: make_pool(c, target, 1, cp_min=1, **extra) for c in (ADBAPI, OURS)}
+        calls = _direct_calls(settings, target)
+        pools = _pools((ADBAPI, OURS), target, 1)
         try:
-            make = workloads(target)["select1"][2]
+            make = workloads(target)["select1"].direct
             totals = {}
+            entries = []
             for key, pool in pools.items():
                 _direct(pool, make, max(1, calls // 10))
                 profiler = cProfile.Profile()
@@ -501,67 +323,70 @@ def profile(report: Report, settings: Settings, targets: Sequence[Target]) -> No
                 totals[key] = stats.total_tt / calls  # type: ignore[attr-defined]
                 if key != OURS.key:
                     continue
-                entries = []
                 for (filename, line, name), (cc, nc, tt, ct, _) in stats.stats.items():  # type: ignore[attr-defined]
                     if "txreconnect" in filename:
                         entries.append((tt / calls, nc / calls, "%s:%s" % (os.path.basename(filename), name)))
                 entries.sort(reverse=True)
-                for tt, per, where in entries[:8]:
-                    rows.append([target.label, "`%s`" % where, "%.2f" % per, "%.2f" % (tt * 1e6)])
-                raw.append({"target": target.key, "functions": entries[:20]})
-            rows.append(
-                [
-                    target.label,
-                    "total under the profiler: ours %.1f µs, adbapi %.1f µs per call"
-                    % (totals[OURS.key] * 1e6, totals[ADBAPI.key] * 1e6),
-                    "",
-                    "",
-                ]
-            )
+            raw.append({"target": target.key, "functions": entries[:20], "seconds_per_call": totals})
         finally:
-            for pool in pools.values():
-                pool.close()
-    report.add(
-        "#### Where ours spends its own time (cProfile, direct `runQuery(\"SELECT 1\")` calls)\n\n"
-        "txreconnect's functions by their own time per call, under the "
-        "profiler (which inflates small functions: compare the shares).\n\n"
-        + markdown_table(["database", "function", "calls per call", "own µs per call"], rows)
-    )
-    report.data["profile"] = raw
+            _close(pools)
+    return raw
+
+
+def summary(throughput: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
+    """
+    @param throughput: what L{throughput} found.
+    @return: the goal, the worst median ratio of ours to adbapi, and the
+        range of the control's median ratios.
+    """
+    worst = min((row["ours_vs_adbapi"]["ratio"]["median"] for row in throughput), default=float("nan"))
+    control = [row["control_vs_adbapi"]["ratio"]["median"] for row in throughput]
+    return {
+        "goal_ratio": GOAL_RATIO,
+        "worst_median_ratio": worst,
+        "control_median_range": [min(control, default=float("nan")), max(control, default=float("nan"))],
+    }
 
 
 @defer.inlineCallbacks
 def run(settings: Settings, targets: Sequence[Target]) -> Any:
     """
-    @return: (a Deferred firing with) the section's L{Report}.
+    Measure, and add each table as soon as its numbers are in.
+
+    @return: (a Deferred firing with) the section's L{Report}: its data
+        holds the numbers and what the text says about the run (the
+        settings, the targets' labels, the number of CPUs and the one the
+        rounds ran on).
     """
     report = Report("overhead")
-    report.add("### Steady-state overhead")
+    data = report.data
+    data["settings"] = dataclasses.asdict(settings)
+    data["labels"] = {t.key: t.label for t in targets}
+    data["cpu_count"] = os.cpu_count() or 0
+
+    def add(render: Callable[[Dict[str, Any]], str]) -> None:
+        # From the numbers as the JSON keeps them, so that the JSON
+        # renders to this very markdown.
+        report.add(render(json_safe(data)))
+
+    report.add(overhead_tables.HEADING)
     # The per-call cost and the profile: sqlite3, and PostgreSQL for a socket driver.
     costed = [t for t in targets if t.server is None or t.key == "postgres"]
     with one_cpu(targets) as cpu:
-        report.data["cpu"] = cpu
-        yield throughput(report, settings, targets, cpu)
-        yield per_call_cost(report, settings, costed)
-    profile(report, settings, costed)
-    yield run_in_thread(report, settings, targets)
-    worst = min(
-        (row["ours_vs_adbapi"]["ratio"]["median"] for row in report.data["throughput"]),
-        default=float("nan"),
-    )
-    control = [row["control_vs_adbapi"]["ratio"]["median"] for row in report.data["throughput"]]
-    report.data["goal_ratio"] = GOAL_RATIO
-    report.data["worst_median_ratio"] = worst
-    report.data["control_median_range"] = [min(control, default=float("nan")), max(control, default=float("nan"))]
-    report.add(
-        "Goal: ours ≥ %.2f of adbapi's throughput in every scenario. Worst median ratio: **%.3f** (%s). "
-        "The control (adbapi against itself) ranged %.3f–%.3f."
-        % (
-            GOAL_RATIO,
-            worst,
-            "met" if worst >= GOAL_RATIO else "missed",
-            report.data["control_median_range"][0],
-            report.data["control_median_range"][1],
-        )
-    )
+        data["cpu"] = cpu
+        data["throughput"] = yield throughput(settings, targets)
+        add(overhead_tables.throughput)
+        add(overhead_tables.health_check)
+        data["per_call"] = yield per_call_cost(settings, costed)
+        add(overhead_tables.per_call)
+    data["profile"] = profile(settings, costed)
+    add(overhead_tables.profile)
+    why = instructions.not_measured(settings)
+    if why is None:
+        data["instructions"] = yield in_thread(instructions.measure, settings, targets)
+    else:
+        data["instructions_not_measured"] = why
+    add(overhead_tables.instructions)
+    data.update(summary(data["throughput"]))
+    add(overhead_tables.goal)
     return report

@@ -45,15 +45,14 @@ from bench._common import (
     Settings,
     Target,
     clock,
-    fmt_ms,
     in_thread,
     make_pool,
-    markdown_table,
     quantile,
     rotation,
     sleep,
     warm,
 )
+from bench._render import fmt_ms, markdown_table
 from txreconnect.testing import FaultProxy
 
 __all__ = ["run"]

@@ -20,7 +20,8 @@ from typing import Any, Dict, List, Sequence
 
 from twisted.internet import defer
 
-from bench._common import OURS, Report, Settings, Target, in_thread, make_pool, markdown_table, warm, run_sql
+from bench._common import OURS, Report, Settings, Target, in_thread, make_pool, run_sql, warm
+from bench._render import markdown_table
 from txreconnect.testing import FaultProxy
 
 __all__ = ["run"]

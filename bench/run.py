@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import sys
 import time
@@ -25,7 +24,9 @@ from typing import Any, List, Optional, Sequence
 from twisted.internet import defer, task
 from twisted.logger import globalLogBeginner, jsonFileLogObserver
 
+from bench import overhead, plot, recovery, resources
 from bench._common import Report, Settings, Target, machine_line
+from bench._render import json_safe, markdown_file
 from txreconnect.testing import MariaDBServer, PostgresServer, ServerNotAvailable, required
 
 __all__ = ["main"]
@@ -70,35 +71,17 @@ def _targets(wanted: Sequence[str]) -> List[Target]:
     return targets
 
 
-def _json_safe(value: Any) -> Any:
-    """
-    NaN and infinities become None (JSON has neither); floats are rounded
-    to keep the files small.
-    """
-    if isinstance(value, float):
-        if math.isnan(value) or math.isinf(value):
-            return None
-        return float("%.6g" % value)
-    if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    return value
-
-
 def _write(out: str, report: Report, header: str) -> None:
     os.makedirs(out, exist_ok=True)
     with open(os.path.join(out, report.name + ".md"), "w") as f:
-        f.write(header + "\n\n" + "\n\n".join(report.markdown) + "\n")
+        f.write(markdown_file(header, report.markdown))
     with open(os.path.join(out, report.name + ".json"), "w") as f:
-        json.dump(_json_safe({"machine": header, **report.data}), f, indent=1, sort_keys=True)
+        json.dump(json_safe({"machine": header, **report.data}), f, indent=1, sort_keys=True)
         f.write("\n")
 
 
 @defer.inlineCallbacks
 def _run(reactor: Any, args: argparse.Namespace, settings: Settings, targets: List[Target], header: str) -> Any:
-    from bench import overhead, plot, recovery, resources
-
     sections = {"overhead": overhead.run, "recovery": recovery.run, "resources": resources.run}
     for name in args.only or SECTIONS:
         started = time.monotonic()

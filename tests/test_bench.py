@@ -128,6 +128,24 @@ class SmokeTests(SynchronousTestCase):
         self.assertIn("cores", first)
         self.assertIn("SMOKE", first)
 
+    def test_overheadRendersAgainFromItsJSON(self) -> None:
+        """
+        The steady-state section's markdown file is what
+        C{python -m bench.overhead_tables} renders from its JSON file,
+        without measuring.
+        """
+        with open(os.path.join(self.out, "overhead.md")) as f:
+            written = f.read()
+        rendered = subprocess.run(
+            [sys.executable, "-m", "bench.overhead_tables", os.path.join(self.out, "overhead.json")],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        self.assertEqual(rendered.returncode, 0, rendered.stderr)
+        self.assertEqual(written, rendered.stdout)
+
     def test_writesResults(self) -> None:
         """
         Each section writes its markdown and its raw numbers, as JSON,
@@ -173,13 +191,13 @@ class InstructionCountTests(SynchronousTestCase):
         sys.path.insert(0, ROOT)
         self.addCleanup(sys.path.remove, ROOT)
         from bench._common import ADBAPI, OURS, Target
-        from bench.instructions import _count
+        from bench.instructions import count
 
         target = Target("sqlite", "SQLite :memory: (sqlite3)", "sqlite3")
         args, kwargs = target.connect_args()
         for pool in (ADBAPI.key, OURS.key):
             spec = {"target": "sqlite", "driver": "sqlite3", "args": list(args), "kwargs": kwargs, "pool": pool, "workload": "txn3"}
-            few, more = _count(dict(spec, calls=10)), _count(dict(spec, calls=20))
+            few, more = count(dict(spec, calls=10)), count(dict(spec, calls=20))
             self.assertGreater(few, 0)
             self.assertGreater(more, few)
 
