@@ -5,7 +5,7 @@ Three layers: the COMMIT detectors on byte strings (pure, split at every
 offset); the proxy's TCP behaviour against a Twisted echo server (exact: FIN
 or RST, what reaches the server and when, with a fake clock for
 L{FaultProxy.refuse}); and each fault proved with a raw driver connection
-(psycopg2 and PyMySQL, no pool) against throwaway servers.
+(psycopg2, pg8000 and PyMySQL, no pool) against throwaway servers.
 """
 
 from __future__ import annotations
@@ -57,7 +57,25 @@ def my(seq: int, payload: bytes) -> bytes:
 
 PG_SSL_REQUEST = pg_untyped(80877103)
 PG_STARTUP = pg_untyped(196608, b"user\0u\0database\0d\0\0")
-PG_PARSE_COMMIT = pg(b"P", b"\0COMMIT\0\0\0") + pg(b"B", b"\0\0\0\0\0\0\0\0") + pg(b"E", b"\0\0\0\0\0")
+
+
+def pg_parse(sql: bytes, statement: bytes = b"") -> bytes:
+    return pg(b"P", statement + b"\0" + sql + b"\0\0\0")
+
+
+def pg_bind(portal: bytes = b"", statement: bytes = b"") -> bytes:
+    return pg(b"B", portal + b"\0" + statement + b"\0\0\0\0\0\0\0")
+
+
+def pg_execute(portal: bytes = b"") -> bytes:
+    return pg(b"E", portal + b"\0\0\0\0\0")
+
+
+PG_FLUSH = pg(b"H")
+PG_SYNC = pg(b"S")
+# libpq's PQexecParams, as psycopg 3 sends it: Parse, Bind, Describe the
+# portal, Execute (then Sync).
+PG_PARSE_COMMIT = pg_parse(b"COMMIT") + pg_bind() + pg(b"D", b"P\0") + pg_execute()
 
 MY_GREETING = my(0, b"\x0a5.5.5-10.11.19-MariaDB\0" + b"\0" * 40)
 MY_FLAGS = struct.pack("<I", 0x003AA20D)  # PyMySQL's, without CLIENT_SSL
@@ -158,25 +176,91 @@ class PostgresCommitDetectorTests(SynchronousTestCase):
         detector.feed_server(b"N")
         return commit_ends(detector.feed_client, pieces)
 
+    def assertCommitsEndAt(self, stream: bytes, ends: List[int]) -> None:
+        """
+        Wherever C{stream} (after the SSLRequest) is split, COMMITs are
+        reported at C{ends} and nowhere else.
+        """
+        for pieces in splits(stream):
+            self.assertEqual(self.detect(pieces), ends, pieces)
+
     def test_simpleQueryCommitFoundAtEverySplit(self) -> None:
         """
         A simple Query COMMIT is reported exactly once, just past its end,
         wherever the stream is split; nothing else is a COMMIT.
         """
         stream, end = self.conversation()
-        for pieces in splits(stream):
-            self.assertEqual(self.detect(pieces), [end], pieces)
+        self.assertCommitsEndAt(stream, [end])
 
-    def test_parsedCommitFoundAtTheNextSync(self) -> None:
+    def test_extendedCommitFoundAtTheNextSync(self) -> None:
         """
-        A COMMIT sent with the extended protocol (psycopg 3's pipeline
-        mode: Parse, Bind, Execute, Sync) is reported just past the Sync,
-        when the server executes it and answers.
+        A COMMIT sent with the extended protocol in one go (libpq, and
+        psycopg 3's pipeline mode: Parse, Bind, Describe, Execute, Sync) is
+        reported just past the Sync, when the server has executed it and
+        answers.
         """
-        before = PG_STARTUP + PG_PARSE_COMMIT + pg(b"S")
-        stream = before + pg(b"Q", b"SELECT 1\0")
-        for pieces in splits(stream):
-            self.assertEqual(self.detect(pieces), [len(before)], pieces)
+        before = PG_STARTUP + PG_PARSE_COMMIT + PG_SYNC
+        self.assertCommitsEndAt(before + pg(b"Q", b"SELECT 1\0"), [len(before)])
+
+    def test_pg8000CommitFoundAfterItsExecuteNotItsParse(self) -> None:
+        """
+        pg8000 commits in three round trips (Parse, Flush, Sync; Describe,
+        Flush, Sync, Bind, Flush; Execute, Flush, Sync): the COMMIT is
+        reported just past the last Sync, after its Execute, and not past
+        the first, when the server has only parsed it.
+        """
+        before = (
+            PG_STARTUP
+            + pg_parse(b"commit") + PG_FLUSH + PG_SYNC
+            + pg(b"D", b"S\0") + PG_FLUSH + PG_SYNC + pg_bind() + PG_FLUSH
+            + pg_execute() + PG_FLUSH + PG_SYNC
+        )
+        self.assertCommitsEndAt(before + pg(b"Q", b"SELECT 1\0"), [len(before)])
+
+    def test_parsedCommitNeverExecutedIsNotACommit(self) -> None:
+        """
+        A COMMIT that is parsed and synced but never executed (its
+        unnamed statement replaced by the next Parse, or destroyed by a
+        simple Query) is not reported.
+        """
+        self.assertCommitsEndAt(
+            PG_STARTUP
+            + pg_parse(b"COMMIT") + PG_SYNC
+            + pg_parse(b"SELECT 1") + pg_bind() + pg_execute() + PG_SYNC
+            + pg_parse(b"COMMIT") + pg_bind() + pg(b"Q", b"SELECT 1\0")
+            + pg_execute() + PG_SYNC,
+            [],
+        )
+
+    def test_namedCommitStatementFoundWhenExecuted(self) -> None:
+        """
+        A COMMIT prepared as a named statement, bound and executed later
+        through a named portal, is reported at the Sync after that Execute.
+        """
+        before = (
+            PG_STARTUP
+            + pg_parse(b"COMMIT", b"s1") + PG_SYNC
+            + pg(b"Q", b"BEGIN\0")
+            + pg_parse(b"INSERT INTO t VALUES (1)") + pg_bind() + pg_execute() + PG_SYNC
+            + pg_bind(b"p1", b"s1") + PG_SYNC
+            + pg_execute(b"p1") + PG_SYNC
+        )
+        self.assertCommitsEndAt(before + pg_execute(b"p1") + PG_SYNC, [len(before)])
+
+    def test_closedStatementsAndPortalsAreForgotten(self) -> None:
+        """
+        Once a Close has destroyed a COMMIT statement (and with it the
+        portals bound to it) or a COMMIT portal, executing those names is
+        not a COMMIT.
+        """
+        self.assertCommitsEndAt(
+            PG_STARTUP
+            + pg_parse(b"COMMIT", b"s1") + pg_bind(b"p1", b"s1") + pg_bind(b"p2", b"s1")
+            + pg(b"C", b"Pp1\0") + pg_execute(b"p1") + PG_SYNC
+            + pg(b"C", b"Ss1\0") + pg_execute(b"p2") + PG_SYNC
+            + pg_bind(b"p3", b"s1") + pg_execute(b"p3") + PG_SYNC,
+            [],
+        )
 
     def test_startupWithoutSSLRequest(self) -> None:
         """
@@ -793,15 +877,41 @@ class _DatabaseFaultsMixin(TestCase):
         yield self.assertNewConnectionWorks()
 
 
-class PostgresProxyTests(_DatabaseFaultsMixin):
+class _PostgresFaultsMixin(_DatabaseFaultsMixin):
+    """
+    The faults against PostgreSQL; the subclasses name the driver.
+    """
+
     server_class = PostgresServer
-    driver_name = "psycopg2"
     protocol = "postgresql"
     create_table = "CREATE TABLE IF NOT EXISTS %s (tag text)"
 
     def count_rows(self, tag: str) -> int:
         sql = "SELECT count(*) FROM %s WHERE tag = '%s'" % (self.TABLE, tag)
         return int(self.server.admin_sql(sql, database=self.server.database))  # type: ignore[call-arg]
+
+
+class Pg8000ProxyTests(_PostgresFaultsMixin):
+    """
+    pg8000, the pure-Python driver, commits with the extended protocol in
+    three round trips (Parse, Sync; Describe, Sync, Bind; Execute, Sync):
+    C{cut_after_commit} cuts after the last Sync, once the server has
+    executed the COMMIT, not after the first, when it has only parsed it.
+    """
+
+    driver_name = "pg8000"
+
+    def assertDisconnectError(self, exc: BaseException) -> None:
+        """
+        pg8000: C{InterfaceError} ("network error", "connection is
+        closed"), or a bare L{OSError} when the first read of a reply
+        fails (since pg8000 1.31.5).
+        """
+        self.assertIsInstance(exc, (self.driver.InterfaceError, OSError))
+
+
+class PostgresProxyTests(_PostgresFaultsMixin):
+    driver_name = "psycopg2"
 
     @defer.inlineCallbacks
     def test_cutAfterCommitInAPsycopgPipeline(self) -> Any:
@@ -866,4 +976,4 @@ class MariaDBProxyTests(_DatabaseFaultsMixin):
         yield self.assertNewConnectionWorks()
 
 
-del _DatabaseFaultsMixin
+del _DatabaseFaultsMixin, _PostgresFaultsMixin

@@ -10,8 +10,14 @@ any back:
   - PostgreSQL: after the untyped startup packets (StartupMessage, and the
     SSLRequest / GSSENCRequest that libpq sends first, answered C{N} by a
     server without encryption), each message is a type byte and an int32
-    length.  A COMMIT is a simple Query (C{Q}) whose text is a COMMIT, or a
-    Parse (C{P}) of a COMMIT, cut after the next Sync (C{S}).
+    length.  A COMMIT is a simple Query (C{Q}) whose text is a COMMIT, or,
+    in the extended protocol, an Execute (C{E}) of a portal bound (C{B})
+    to a statement parsed (C{P}) from a COMMIT, complete at the next Sync
+    (C{S}), whatever else comes between: libpq and psycopg 3 send C{P B D
+    E S} at once, pg8000 C{P H S}, C{D H S B H}, C{E H S} in three round
+    trips.  The detector follows the prepared statements and the portals
+    by name, as the server does (Close (C{C}) and a simple Query forget
+    them).
   - MySQL / MariaDB: each packet is a 3-byte little-endian length and a
     sequence id.  Every command starts a new sequence (id 0), so a COMMIT
     is a packet with id 0 holding COM_QUERY (C{0x03}) and a COMMIT text.
@@ -29,7 +35,7 @@ from __future__ import annotations
 
 import re
 import struct
-from typing import Optional, Union
+from typing import Dict, Optional, Set, Union
 
 __all__ = [
     "PROTOCOLS",
@@ -53,7 +59,8 @@ _COMMIT = re.compile(
     re.IGNORECASE | re.DOTALL,
 )
 
-#: the longest statement text examined: a longer query is not a COMMIT
+#: the most of a message examined: a longer query is not a COMMIT, nor a
+#: statement or portal with a longer name
 _CAPTURE = 4096
 
 
@@ -151,12 +158,32 @@ class _Framer:
 
 
 class _PostgresFrontend(_Framer):
+    """
+    The PostgreSQL frontend protocol, as a client sends it; message
+    layouts from the PostgreSQL documentation, "Message Formats"
+    (U{https://www.postgresql.org/docs/current/protocol-message-formats.html}).
+
+    @ivar _commit_statements: the names of the prepared statements parsed
+        from a COMMIT (C{b""} is the unnamed statement).
+    @ivar _commit_portals: the names of the portals bound to one of those,
+        each with the statement's name.
+    @ivar _pending_commit: a COMMIT was executed since the last Sync.
+    """
+
     # startup: untyped packets; awaiting: the server's one-byte answer to
     # an SSLRequest or GSSENCRequest; typed: the session proper.
     state = "startup"
     _pending_commit = False
 
     _ENCRYPTION_REQUESTS = (80877103, 80877104)  # SSLRequest, GSSENCRequest
+    # the messages whose first bytes are read: Query, Parse, Bind, Execute,
+    # Close
+    _READ = (b"Q", b"P", b"B", b"E", b"C")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._commit_statements: Set[bytes] = set()
+        self._commit_portals: Dict[bytes, bytes] = {}
 
     def _header_size(self) -> int:
         return 5 if self.state == "typed" else 4
@@ -170,7 +197,7 @@ class _PostgresFrontend(_Framer):
             return None
         if self.state == "startup":
             self._capture = 4
-        elif header[:1] in (b"Q", b"P"):
+        elif header[:1] in self._READ:
             self._capture = _CAPTURE
         return length - 4
 
@@ -189,19 +216,51 @@ class _PostgresFrontend(_Framer):
                 self.opaque = True
             return False
         kind = header[:1]
+        if kind == b"S":
+            # Sync: the server has executed everything before it and
+            # answers.
+            commit, self._pending_commit = self._pending_commit, False
+            return commit
         if kind == b"Q":
-            # Query: the SQL text, NUL-terminated.
+            # Query: the SQL text.  It destroys the unnamed statement and
+            # the unnamed portal.
+            self._commit_statements.discard(b"")
+            self._commit_portals.pop(b"", None)
             return body.endswith(b"\0") and is_commit(body[:-1])
         if kind == b"P":
-            # Parse: statement name, SQL text, parameter types.
-            parts = body.split(b"\0", 2)
-            if len(parts) == 3 and is_commit(parts[1]):
+            # Parse: statement name, SQL text, parameter types.  It
+            # replaces the unnamed statement.
+            fields = body.split(b"\0", 2)
+            if len(fields) == 3 and is_commit(fields[1]):
+                self._commit_statements.add(fields[0])
+            elif len(fields) >= 2:
+                self._commit_statements.discard(fields[0])
+        elif kind == b"B":
+            # Bind: portal name, statement name, parameters.  It replaces
+            # the unnamed portal.
+            fields = body.split(b"\0", 2)
+            if len(fields) == 3 and fields[1] in self._commit_statements:
+                self._commit_portals[fields[0]] = fields[1]
+            elif len(fields) >= 2:
+                self._commit_portals.pop(fields[0], None)
+        elif kind == b"E":
+            # Execute: portal name, row limit.  A COMMIT ends the
+            # transaction, which closes every portal.
+            fields = body.split(b"\0", 1)
+            if len(fields) == 2 and fields[0] in self._commit_portals:
                 self._pending_commit = True
-            return False
-        if kind == b"S" and self._pending_commit:
-            # Sync: the server executes what was parsed and answers.
-            self._pending_commit = False
-            return True
+                self._commit_portals.clear()
+        elif kind == b"C":
+            # Close: 'S' and a statement name (which closes the portals
+            # bound to it too), or 'P' and a portal name.
+            fields = body[1:].split(b"\0", 1)
+            if len(fields) == 2 and body[:1] == b"S":
+                self._commit_statements.discard(fields[0])
+                for portal, statement in list(self._commit_portals.items()):
+                    if statement == fields[0]:
+                        del self._commit_portals[portal]
+            elif len(fields) == 2 and body[:1] == b"P":
+                self._commit_portals.pop(fields[0], None)
         return False
 
     def server_data(self, data: bytes) -> None:
@@ -301,8 +360,9 @@ class PostgresCommitDetector(_CommitDetector):
     protocol), fed as it comes, in pieces of any size.
 
     A COMMIT is a simple Query whose text is a COMMIT (as psycopg2 and
-    psycopg send for C{commit()}), or a Parse of a COMMIT, complete at the
-    next Sync.
+    psycopg send for C{commit()}), or an Execute of a portal bound to a
+    statement parsed from a COMMIT (psycopg's pipeline mode, pg8000),
+    complete at the next Sync.
     """
 
     protocol = "postgresql"
