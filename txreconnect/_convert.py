@@ -69,8 +69,8 @@ def integer(minimum: int = 0) -> Converter:
 
 def number(name: str, value: str) -> float:
     """
-    @return: C{value} as a finite number: an L{int} if written without a
-        decimal point and whole, else a L{float}.
+    @return: C{value} as a finite number: an C{int} if written without a
+        decimal point and whole, else a C{float}.
     @raise ConfigurationError: it is not a finite number.
     """
     try:
@@ -85,7 +85,7 @@ def number(name: str, value: str) -> float:
 def seconds(allow_zero: bool = False, allow_none: bool = False) -> Converter:
     """
     @param allow_zero: whether 0 is allowed.
-    @param allow_none: whether C{none} or C{off} (L{None}: no bound) is
+    @param allow_none: whether C{none} or C{off} (C{None}: no bound) is
         allowed.
     @return: a converter of a number of seconds > 0 (or >= 0).
     """
@@ -111,7 +111,7 @@ def at_least_one(name: str, value: str) -> float:
 
 def text_or_none(name: str, value: str) -> Optional[str]:
     """
-    @return: C{value}, or L{None} for C{none}.
+    @return: C{value}, or C{None} for C{none}.
     """
     return None if value.lower() == "none" else value
 

@@ -39,9 +39,9 @@ class Kind(enum.Enum):
 class Outcome(enum.Enum):
     """
     What follows a failed attempt.  Each value carries the exception the
-    call then fails with (L{None}: the original error, or none when the
+    call then fails with (C{None}: the original error, or none when the
     call is replayed) and the counter of L{pool.stats()
-    <txreconnect.ReconnectingConnectionPool.stats>} it adds to (L{None}:
+    <txreconnect.ReconnectingConnectionPool.stats>} it adds to (C{None}:
     none of its own).
     """
 
@@ -149,7 +149,7 @@ def message(outcome: Outcome, what: str, cause: str, stall_timeout: Optional[flo
     Word the error that C{outcome} raises.  Each message says whether a
     retry is safe.
 
-    @param outcome: an outcome whose C{error} is not L{None}.
+    @param outcome: an outcome whose C{error} is not C{None}.
     @param what: the call: C{"interaction"} or C{"function"}.
     @param cause: the driver's error, described (type and first line).
     @param stall_timeout: the stall bound in seconds, for L{Outcome.STALLED}.

@@ -31,7 +31,7 @@ def seconds(name: str, value: object, allow_zero: bool = False) -> float:
 
 def optional_seconds(name: str, value: object, allow_zero: bool = False) -> Optional[float]:
     """
-    Like L{seconds}, but L{None} (off) is allowed.
+    Like L{seconds}, but C{None} (off) is allowed.
     """
     return None if value is None else seconds(name, value, allow_zero)
 
@@ -71,7 +71,7 @@ def sizes(cp_min: object, cp_max: object, min_given: bool) -> None:
 def flag(name: str, value: object) -> bool:
     """
     @return: C{value}, a boolean.
-    @raise ConfigurationError: it is not L{True} or L{False}.
+    @raise ConfigurationError: it is not C{True} or C{False}.
     """
     if not isinstance(value, bool):
         raise ConfigurationError("%s must be True or False, not %r" % (name, value))

@@ -135,7 +135,7 @@ class Outage:
 
     def _left(self, deadline: Optional[float], policy: "ReconnectPolicy") -> Optional[float]:
         """
-        @return: the seconds left before C{deadline}, or L{None} for none.
+        @return: the seconds left before C{deadline}, or C{None} for none.
         @raise DisconnectionError: none are left.
         """
         if deadline is None:

@@ -1,7 +1,7 @@
 """
 C{twistd txreconnect-proxy}: L{FaultProxy} as a service, to rehearse
 outages against a staging database, with an optional HTTP control
-endpoint to inject the faults from outside.
+endpoint to inject the faults from outside::
 
     twistd -n txreconnect-proxy --connect db.staging:5432 --listen 6432 \\
         --control 7000
@@ -56,7 +56,7 @@ def control_endpoint(description: str, reactor: Any = None) -> IStreamServerEndp
 
     @param description: a port number (listened on at 127.0.0.1 only) or
         a server endpoint description for
-        L{twisted.internet.endpoints.serverFromString}.
+        C{twisted.internet.endpoints.serverFromString}.
     @param reactor: the reactor (default: the global one).
     @return: the endpoint.
     @raise ValueError: the description is malformed; the message says how.
@@ -92,7 +92,7 @@ class Options(usage.Options):
         Twisted server endpoint such as C{unix:/run/txreconnect.sock}.
 
     After parsing, C{self["target"]} is C{(host, port)} and
-    C{self["control_endpoint"]} the control endpoint or L{None}.
+    C{self["control_endpoint"]} the control endpoint or C{None}.
     """
 
     synopsis = (
@@ -159,7 +159,7 @@ class FaultProxyService(service.MultiService):
     control API (a child service).
 
     @ivar proxy: the proxy.
-    @ivar control: the L{ControlResource}, or L{None} without a control
+    @ivar control: the L{ControlResource}, or C{None} without a control
         endpoint.
     """
 
@@ -174,7 +174,7 @@ class FaultProxyService(service.MultiService):
         @param proxy: the proxy to start and stop.
         @param port: the port to listen on.
         @param interface: the address to listen on.
-        @param control: where to serve the control API, or L{None}.
+        @param control: where to serve the control API, or C{None}.
         """
         super().__init__()
         self.proxy = proxy

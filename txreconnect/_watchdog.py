@@ -32,8 +32,8 @@ _log = Logger()
 
 def socket_id(fileno: Optional[int]) -> Optional[SocketId]:
     """
-    @param fileno: a socket's descriptor, or L{None}.
-    @return: the descriptor and its inode, or L{None} if it is not an open
+    @param fileno: a socket's descriptor, or C{None}.
+    @return: the descriptor and its inode, or C{None} if it is not an open
         descriptor.
     """
     if fileno is None or fileno < 0:

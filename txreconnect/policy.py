@@ -32,10 +32,10 @@ class ReconnectPolicy:
     A subclass sets L{waits} and L{deadline} and overrides L{delay}.
 
     @ivar waits: whether a call waits for the database while it is down
-        (L{False}: it fails at once with L{DisconnectionError
+        (C{False}: it fails at once with L{DisconnectionError
         <txreconnect.DisconnectionError>}).
     @ivar deadline: how long one call may wait in all, in seconds, or
-        L{None} for as long as it takes.
+        C{None} for as long as it takes.
     """
 
     waits = False
@@ -93,7 +93,7 @@ class WaitForDatabase(ReconnectPolicy):
         @param factor: how much the ceiling grows after each failure (>= 1).
         @param max_delay: the largest ceiling, in seconds.
         @param deadline: how long one call may wait in all, in seconds;
-            L{None} (the default) waits as long as it takes.
+            C{None} (the default) waits as long as it takes.
         @raise ConfigurationError: a value is not a positive number, or
             C{factor} is below 1.
         """

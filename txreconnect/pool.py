@@ -46,7 +46,7 @@ class _Connection(adbapi.Connection):
         not, since this wrapper was made.
     @ivar statement_ran: whether a statement may have been sent.
     @ivar autocommit: whether the connection was in autocommit mode when
-        the first statement was sent, or L{None} if not recorded.
+        the first statement was sent, or C{None} if not recorded.
     """
 
     _connection: Any
@@ -160,7 +160,7 @@ def _with_connection(pool: Any, conn: _Connection, func: Callable[..., _T], args
 
 class ReconnectingConnectionPool(adbapi.ConnectionPool):
     """
-    A drop-in replacement for L{adbapi.ConnectionPool} that survives lost
+    A drop-in replacement for C{adbapi.ConnectionPool} that survives lost
     database connections.
 
     It takes the same arguments: the DB-API module's name, then every
@@ -174,29 +174,29 @@ class ReconnectingConnectionPool(adbapi.ConnectionPool):
       - C{cp_policy} (default L{FailFast()<txreconnect.FailFast>}): what to
         do when a new connection cannot be had: fail at once, or
         L{WaitForDatabase<txreconnect.WaitForDatabase>} with backoff.
-      - C{cp_health_check} (default L{None}, off): ping a connection that
+      - C{cp_health_check} (default C{None}, off): ping a connection that
         sat idle for more than this many seconds before using it (0: on
         every checkout), and replace it quietly if the ping fails.
-      - C{cp_max_lifetime} (default L{None}, off): replace a connection
+      - C{cp_max_lifetime} (default C{None}, off): replace a connection
         older than this many seconds (less up to 10% jitter), e.g. below
         MySQL's C{wait_timeout} or a proxy's limit.
       - C{cp_stall_timeout} (default 300): the most seconds one attempt of
         a call may take before the pool takes the network path for dead,
         shuts its socket down and fails the call with
-        L{DisconnectionError}, without replaying it.  L{None} turns it off.
-      - C{cp_follow_writer} (default L{True}): treat a write refused
+        L{DisconnectionError}, without replaying it.  C{None} turns it off.
+      - C{cp_follow_writer} (default C{True}): treat a write refused
         because the server is read-only (PostgreSQL SQLSTATE 25006; MySQL
         and MariaDB errors 1290 and 1836 when C{target_session_attrs} is
         C{read-write}) like a lost connection: discard the connection,
         reconnect through host selection (libpq's multi-host targets; for
         MySQL drivers, the pool's own host list) and replay under the same
         rules.  If the replay meets a read-only server again, the caller
-        gets L{WrongServerError}.  L{False}: such errors pass on unchanged.
+        gets L{WrongServerError}.  C{False}: such errors pass on unchanged.
 
     When the connection of a pool thread is lost during C{runInteraction},
     C{runQuery} or C{runOperation}, the pool discards it without noise,
     opens a new one and runs the interaction again on a fresh
-    L{adbapi.Transaction}.  It never does so when the outcome is unknown:
+    C{adbapi.Transaction}.  It never does so when the outcome is unknown:
     when the connection died while COMMIT was in flight, or, in autocommit
     mode, after a statement was sent; the caller then gets
     L{TransactionOutcomeUnknown}.  C{runWithConnection} is not replayed
@@ -465,8 +465,8 @@ class ReconnectingConnectionPool(adbapi.ConnectionPool):
         @param replayed: how many times the call was replayed already.
         @param deadline: when (C{time.monotonic()}) the attempt's
             C{cp_stall_timeout} ran out (and the watchdog shut its socket
-            down), or L{None} without a bound.
-        @return: L{True} to replay the call, L{False} to re-raise C{error}.
+            down), or C{None} without a bound.
+        @return: C{True} to replay the call, C{False} to re-raise C{error}.
         @raise DisconnectionError: the outcome's error, chaining C{error}.
         """
         raw = getattr(conn, "_connection", None)
@@ -548,7 +548,7 @@ class ReconnectingConnectionPool(adbapi.ConnectionPool):
         say the connection is lost or C{quiet}.
 
         @param quiet: log no failure (the caller decides what it means).
-        @return: the rollback's error, or L{None} if it succeeded.
+        @return: the rollback's error, or C{None} if it succeeded.
         """
         try:
             conn.rollback()
@@ -745,7 +745,7 @@ class ReconnectingConnectionPool(adbapi.ConnectionPool):
     def finalClose(self) -> None:
         """
         Stop the threads and close every connection (the reactor's shutdown
-        trigger, or L{close}).  Calls waiting for the database fail at once
+        trigger, or C{close}).  Calls waiting for the database fail at once
         with L{DisconnectionError}.  Closing a closed pool does nothing.
         """
         if self._outage.closed:

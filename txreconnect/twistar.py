@@ -1,7 +1,7 @@
 """
 What twistar 2.0 needs to run on L{ReconnectingConnectionPool} with
 PyMySQL (and psycopg 3) on Python 3.10+: call L{install} once, then set
-C{Registry.DBPOOL} as usual.
+C{Registry.DBPOOL} as usual::
 
     from twistar.registry import Registry
     import txreconnect.twistar

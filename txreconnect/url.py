@@ -1,9 +1,11 @@
 """
 DATABASE_URL-style URLs: which driver, its C{connect()} keywords, and
-the pool's C{cp_*} options.
+the pool's C{cp_*} options::
 
     scheme://[user[:password]@][hosts][/database][?name=value&...]
     hosts = host[:port] | host[:port],host[:port][,...]
+
+By scheme:
 
   - C{postgresql://} and C{postgres://} use psycopg2,
     C{postgresql+psycopg2://} too, C{postgresql+psycopg://} psycopg 3.
@@ -253,7 +255,7 @@ def _from_text(text: str) -> Tuple[URL, Optional[str]]:
     """
     Split C{text} with hyperlink.
 
-    @return: the URL and L{None}, or a placeholder URL and what is wrong,
+    @return: the URL and C{None}, or a placeholder URL and what is wrong,
         in our words: hyperlink's message quotes the URL, password and
         all, so it is never shown.
     """
@@ -276,7 +278,7 @@ def _split_host_list(text: str) -> Tuple[str, Optional[List[str]]]:
 
     @return: the URL without its host list (its authority ends with the
         C{@}, if any), and the list's entries as written; or the URL as it
-        is and L{None}, when there is no list.
+        is and C{None}, when there is no list.
     """
     match = _AUTHORITY.match(text)
     if match is None:

@@ -50,8 +50,8 @@ class Record:
         """
         Record one call.
 
-        @param error: what it failed with, or L{None} if it succeeded.
-        @param write_id: the id of the write, or L{None} for a read.
+        @param error: what it failed with, or C{None} if it succeeded.
+        @param write_id: the id of the write, or C{None} for a read.
         """
         self.calls.append((started, ended, error is None))
         if write_id is None:
@@ -93,7 +93,7 @@ class Record:
         """
         @param since: when a fault began.
         @return: the seconds from C{since} to the end of the first
-            successful call made after it, or L{None} if there was none.
+            successful call made after it, or C{None} if there was none.
         """
         ends = [ended for started, ended, ok in self.calls if ok and started >= since]
         return min(ends) - since if ends else None

@@ -77,7 +77,7 @@ def _mentions(message: str, fragments: Tuple[str, ...]) -> bool:
 
     @param message: an exception message.
     @param fragments: lower-case fragments.
-    @return: L{True} if a fragment occurs before any quote.
+    @return: C{True} if a fragment occurs before any quote.
     """
     line = message.partition("\n")[0].lower()
     for fragment in fragments:
@@ -180,7 +180,7 @@ class Driver:
         C{connect()} does (SQLAlchemy's C{create_connect_args}).
 
         @param parts: any of C{host}, C{port}, C{user}, C{password} and
-            C{database}; a part whose value is L{None} is left out.
+            C{database}; a part whose value is C{None} is left out.
         @return: C{connect()} keywords.
         @raise KeyError: a part this driver has no keyword for.
         """
@@ -211,8 +211,8 @@ class Driver:
         may quote user data; the message (L{_says_disconnect}).
 
         @param exc: the exception raised by the driver (or user code).
-        @param connection: the raw DB-API connection in use, or L{None}.
-        @return: L{True} if the connection must be discarded.
+        @param connection: the raw DB-API connection in use, or C{None}.
+        @return: C{True} if the connection must be discarded.
         """
         if not isinstance(exc, self._errors(*self.error_classes)):
             return False
@@ -270,7 +270,7 @@ class Driver:
         """
         Tell whether the user asked for a writable server.
 
-        Generic: L{False}.
+        Generic: C{False}.
 
         @param connargs: the positional arguments the user gave.
         @param connkw: the keyword arguments the user gave.
@@ -284,13 +284,13 @@ class Driver:
         read-only: the connection is fine, but to the wrong server (an old
         primary, a standby), and the write may succeed elsewhere.
 
-        Generic: L{False}.
+        Generic: C{False}.
 
         @param exc: an exception raised while using a connection, which
             L{is_disconnect} did not take for a lost connection.
         @param wants_writer: what L{wants_writer} said of the pool's
             arguments.
-        @return: L{True} if the pool should reconnect through host
+        @return: C{True} if the pool should reconnect through host
             selection.
         """
         return False
@@ -321,7 +321,7 @@ class Driver:
         Tell whether each statement on C{connection} commits on its own.
 
         Generic: the connection's C{autocommit} attribute (called if it is
-        a method), L{False} if there is none (PEP 249: transactions are
+        a method), C{False} if there is none (PEP 249: transactions are
         the default).
 
         Never raises (every driver keeps to this: the pool asks on the
@@ -329,8 +329,8 @@ class Driver:
 
         @param connection: a raw DB-API connection, possibly dead.
         @return: whether each statement commits on its own.  When it
-            cannot be told: L{False} if the connection's own flag says it
-            is closed (nothing can be sent on it), else L{True}, so that a
+            cannot be told: C{False} if the connection's own flag says it
+            is closed (nothing can be sent on it), else C{True}, so that a
             statement whose reply was lost is never taken as safely
             rolled back.
         """
@@ -353,7 +353,7 @@ class Driver:
             C{connect()}.
         @param connkw: the keyword arguments the user gave for C{connect()}.
         @param stall_timeout: the pool's bound on one call, in seconds, or
-            L{None}; a driver with read and write timeouts of its own may
+            C{None}; a driver with read and write timeouts of its own may
             use it for them.
         @return: keyword arguments to add for C{connect()}, never overriding
             one the user gave.  Generic: none, since keyword arguments are
@@ -369,7 +369,7 @@ class Driver:
         Generic: the connection's C{fileno()} method, if it has one.
 
         @param connection: a raw DB-API connection.
-        @return: a file descriptor, or L{None} if it has no socket.
+        @return: a file descriptor, or C{None} if it has no socket.
         """
         fileno = getattr(connection, "fileno", None)
         return int(fileno()) if callable(fileno) else None
@@ -418,8 +418,8 @@ class Driver:
         Generic: a truthy C{closed} attribute (ignored when it is a method,
         whose meaning is unknown).
 
-        @param connection: a raw DB-API connection, or L{None}.
-        @return: L{True} if the connection says it is closed.
+        @param connection: a raw DB-API connection, or C{None}.
+        @return: C{True} if the connection says it is closed.
         """
         closed = getattr(connection, "closed", False)
         return bool(closed) and not callable(closed)
@@ -428,10 +428,10 @@ class Driver:
         """
         Judge C{exc} by the error code it carries (SQLSTATE, error number).
 
-        Generic: DB-API has no standard error code, so L{None}.
+        Generic: DB-API has no standard error code, so C{None}.
 
         @param exc: a driver exception.
-        @return: whether its code means a lost connection, or L{None} if it
+        @return: whether its code means a lost connection, or C{None} if it
             carries no code, so that its message decides.
         """
         return None
@@ -446,7 +446,7 @@ class Driver:
         which may quote user data.
 
         @param exc: a driver exception.
-        @return: L{True} if its class may carry client-side messages and
+        @return: C{True} if its class may carry client-side messages and
             its message mentions one of L{message_fragments}.
         """
         if not (

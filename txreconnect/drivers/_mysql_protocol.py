@@ -99,7 +99,7 @@ def _targets(connkw: Dict[str, Any]) -> Tuple[List[Tuple[Any, Any]], Dict[str, A
     Read a host list (libpq's form: C{host="a,b"}, C{port="3306,3307"},
     or lists) and C{target_session_attrs} out of C{connect()} keywords.
 
-    @return: the (host, port) pairs to try in order (port L{None}: the
+    @return: the (host, port) pairs to try in order (port C{None}: the
         driver's default, or the single port given), the other keywords,
         and whether a writable server is asked for.
     @raise ConfigurationError: a malformed list or an unknown
@@ -136,7 +136,7 @@ def _error_code(exc: BaseException) -> Optional[int]:
     """
     @param exc: a MySQL driver exception, raised as C{(code, message)}.
     @return: its error number (Python 3 has no C{exc[0]}: C{args[0]}), or
-        L{None}.
+        C{None}.
     """
     code = exc.args[0] if exc.args else None
     return code if isinstance(code, int) else None
@@ -174,7 +174,7 @@ class MySQLProtocolDriver(Driver):
         tests for C{"(0, '')"}, also matching the older single-string form).
 
         @param exc: a driver exception.
-        @return: the verdict of its error number, or L{None} if it has none
+        @return: the verdict of its error number, or C{None} if it has none
             (then its message decides, where the driver says so).
         """
         code = _error_code(exc)
@@ -287,8 +287,8 @@ class MySQLProtocolDriver(Driver):
         @param connection: a raw connection, possibly dead.
         @return: C{connection.get_autocommit()}, read from the last server
             status; when it cannot be read (mysqlclient raises on a closed
-            connection), L{False} if the connection's own flag says it is
-            closed (nothing can be sent on it), else L{True}.
+            connection), C{False} if the connection's own flag says it is
+            closed (nothing can be sent on it), else C{True}.
         """
         try:
             return bool(connection.get_autocommit())

@@ -73,7 +73,7 @@ class PostgresDriver(Driver):
         L{SESSION_ENDING_SQLSTATES}.
 
         @param exc: a driver exception.
-        @return: the verdict of its SQLSTATE, or L{None} if it has none
+        @return: the verdict of its SQLSTATE, or C{None} if it has none
             (then its message decides: the client's own words).
         """
         sqlstate = self._sqlstate(exc)

@@ -46,10 +46,10 @@ class Pg8000Driver(PostgresDriver):
     FATAL, then meets the end of the stream before it can report it
     (C{core.py} C{handle_messages} l.838 and C{_read} l.148), so the
     session-ending SQLSTATE never reaches the caller.  pg8000 sets no
-    flag on a network error; only C{close()} sets C{_usock} to L{None},
+    flag on a network error; only C{close()} sets C{_usock} to C{None},
     after which every use raises C{InterfaceError("connection is
     closed")}.  Since 1.31.5 a reset or timeout on the first read of a
-    reply escapes as a bare L{OSError} (C{_read} l.149, outside its
+    reply escapes as a bare C{OSError} (C{_read} l.149, outside its
     C{try}), as does any failure of the SSL request at connect (C{_make_socket}
     l.229-230).  Errors the server sent carry their fields as a dict in
     C{args[0]}, the SQLSTATE under C{"C"}.  All seen by experiment with
@@ -82,15 +82,15 @@ class Pg8000Driver(PostgresDriver):
 
     def is_disconnect(self, exc: BaseException, connection: Optional[Any]) -> bool:
         """
-        A bare L{OSError} raised inside pg8000 (see the class docstring) is
+        A bare C{OSError} raised inside pg8000 (see the class docstring) is
         a lost connection; one raised by the user's own code, which has
         no pg8000 frame, is not.  Otherwise the rules of
         L{PostgresDriver}: the connection's own flag, the SQLSTATE, then
         pg8000's messages.
 
         @param exc: the exception raised.
-        @param connection: the raw connection in use, or L{None}.
-        @return: L{True} if the connection must be discarded.
+        @param connection: the raw connection in use, or C{None}.
+        @return: C{True} if the connection must be discarded.
         """
         if isinstance(exc, OSError) and not isinstance(exc, self.errors):
             return self._raised_inside(exc)
@@ -111,8 +111,8 @@ class Pg8000Driver(PostgresDriver):
 
     def _connection_gone(self, connection: Optional[Any]) -> bool:
         """
-        @param connection: a pg8000 connection, or L{None}.
-        @return: whether it was closed: its C{_usock} is L{None} (C{core.py}
+        @param connection: a pg8000 connection, or C{None}.
+        @return: whether it was closed: its C{_usock} is C{None} (C{core.py}
             C{close} l.557-559).
         """
         return connection is not None and getattr(connection, "_usock", False) is None
@@ -144,10 +144,10 @@ class Pg8000Driver(PostgresDriver):
     def socket_fileno(self, connection: Any) -> Optional[int]:
         """
         pg8000 has no C{fileno()}: its socket is C{_usock} (C{core.py}
-        l.322), L{None} once closed.
+        l.322), C{None} once closed.
 
         @param connection: a pg8000 connection.
-        @return: the socket's descriptor, or L{None}.
+        @return: the socket's descriptor, or C{None}.
         """
         sock = getattr(connection, "_usock", None)
         return None if sock is None else int(sock.fileno())
@@ -162,7 +162,7 @@ class Pg8000Driver(PostgresDriver):
         Open a connection with a 10 s connect timeout unless the user gave
         pg8000's C{timeout}; pg8000 keeps that timeout on the socket for
         every later read, so the pool's own is taken off once connected
-        (the pool's watchdog bounds a stalled call).  A bare L{OSError}
+        (the pool's watchdog bounds a stalled call).  A bare C{OSError}
         from pg8000's SSL request becomes its C{InterfaceError}, so that
         the pool's outage policy sees it.
 

@@ -33,7 +33,7 @@ class PsycopgDriver(LibpqDriver):
 
     def _connection_gone(self, connection: Optional[Any]) -> bool:
         """
-        @param connection: a psycopg connection, or L{None}.
+        @param connection: a psycopg connection, or C{None}.
         @return: whether it is C{closed} or C{broken} (the rule of
             SQLAlchemy's psycopg dialect, C{is_disconnect} in
             C{dialects/postgresql/psycopg.py}).

@@ -53,7 +53,7 @@ class PyMySQLDriver(MySQLProtocolDriver):
 
     def _connection_gone(self, connection: Optional[Any]) -> bool:
         """
-        @param connection: a PyMySQL connection, or L{None}.
+        @param connection: a PyMySQL connection, or C{None}.
         @return: whether its C{open} property is false: PyMySQL drops its
             socket on every read or write error (C{_force_close()}).
         """
@@ -71,11 +71,11 @@ class PyMySQLDriver(MySQLProtocolDriver):
 
     def socket_fileno(self, connection: Any) -> Optional[int]:
         """
-        PyMySQL has no C{fileno()}: its socket is C{_sock}, L{None} once
+        PyMySQL has no C{fileno()}: its socket is C{_sock}, C{None} once
         closed.
 
         @param connection: a PyMySQL connection.
-        @return: the socket's descriptor, or L{None}.
+        @return: the socket's descriptor, or C{None}.
         """
         sock = getattr(connection, "_sock", None)
         return None if sock is None else int(sock.fileno())

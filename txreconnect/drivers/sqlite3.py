@@ -71,7 +71,7 @@ class Sqlite3Driver(Driver):
     def is_disconnect(self, exc: BaseException, connection: Optional[Any]) -> bool:
         """
         @param exc: the exception raised by the driver (or user code).
-        @param connection: the raw connection in use, or L{None}.
+        @param connection: the raw connection in use, or C{None}.
         @return: whether C{exc} is C{ProgrammingError("Cannot operate on a
             closed database.")}.
         """
@@ -85,10 +85,10 @@ class Sqlite3Driver(Driver):
         Python 3.12 adds C{Connection.autocommit} (C{True}, C{False}, or
         C{sqlite3.LEGACY_TRANSACTION_CONTROL}, the default); in legacy
         mode, and before 3.12, a connection commits each statement when
-        its C{isolation_level} is L{None}.
+        its C{isolation_level} is C{None}.
 
         @param connection: a sqlite3 connection, possibly closed.
-        @return: whether each statement commits on its own; L{True} when
+        @return: whether each statement commits on its own; C{True} when
             it cannot be read (a closed connection raises).
         """
         try:

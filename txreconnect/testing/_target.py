@@ -114,7 +114,7 @@ def url(
 
     @param account: the server (its family, user, password and database).
     @param name: a DB-API module's C{__name__}, for a
-        C{family+name://} scheme (the name in lower case), or L{None} for
+        C{family+name://} scheme (the name in lower case), or C{None} for
         the family's default driver (a C{family://} scheme).
     @param ports: the port, or several (a host list, tried in order).
     @param query: query parameters.
@@ -122,7 +122,7 @@ def url(
         the user, password and database percent-encoded
         (C{urllib.parse.quote(part, safe="")}).
     @raise ValueError: C{name} is not a driver of C{account}'s family, or
-        it is L{None} and the family has no default driver.
+        it is C{None} and the family has no default driver.
     """
     if name is None:
         scheme = default_driver(account.family).family

@@ -27,9 +27,10 @@ class MariaDBServer(ThrowawayServer):
     """
     A MariaDB server of our own for tests and drills.
 
-    It listens on 127.0.0.1 at L{port} (the user L{user} authenticates with
-    its password over TCP; the administrator C{root} uses the server's Unix
-    socket), has a database L{database}, and never touches a MariaDB or
+    It listens on 127.0.0.1 at L{port <ThrowawayServer.port>} (the user
+    L{user <ThrowawayServer.user>} authenticates with its password over TCP;
+    the administrator C{root} uses the server's Unix socket), has a database
+    L{database <ThrowawayServer.database>}, and never touches a MariaDB or
     MySQL service already running on the machine.  When run as root, the
     server drops to the C{mysql} account (or C{nobody}).
 
@@ -43,7 +44,8 @@ class MariaDBServer(ThrowawayServer):
     The binaries come from C{$TXRECONNECT_MARIADB_BINDIR}, C{PATH},
     C{/usr/sbin} or C{/usr/bin}.
 
-    @raise ServerNotAvailable: from L{start}, when MariaDB is not installed.
+    @raise ServerNotAvailable: from L{start <ThrowawayServer.start>}, when
+        MariaDB is not installed.
     """
 
     product = "MariaDB"

@@ -91,13 +91,14 @@ class PgBouncer(ThrowawayServer):
     A PgBouncer of our own in front of a L{PostgresServer}, for tests and
     drills.
 
-    It listens on 127.0.0.1 at L{port}, serves one database named like the
-    server's (L{database}), trusts the client (C{auth_type = trust}; the
-    user must be the server's) and logs in to the server over TCP with the
-    server's user and password.  Its admin console (database C{pgbouncer})
-    is reached over its own Unix socket, so L{admin} never counts as a
-    client.  When run as root it runs as the server's account, since
-    PgBouncer refuses root.
+    It listens on 127.0.0.1 at L{port <ThrowawayServer.port>}, serves one
+    database named like the server's
+    (L{database <ThrowawayServer.database>}), trusts the client
+    (C{auth_type = trust}; the user must be the server's) and logs in to the
+    server over TCP with the server's user and password.  Its admin console
+    (database C{pgbouncer}) is reached over its own Unix socket, so
+    L{admin} never counts as a client.  When run as root it runs as the
+    server's account, since PgBouncer refuses root.
 
     Use it from trial::
 
@@ -113,11 +114,12 @@ class PgBouncer(ThrowawayServer):
 
     Signals, in PgBouncer 1.18: SIGTERM is an immediate shutdown (the
     console's C{SHUTDOWN}: every client connection is closed at once);
-    SIGINT is a safe shutdown (C{PAUSE} then C{SHUTDOWN}), which waits
-    until every server connection is released, which in session mode
-    means until every client has disconnected.  L{stop} therefore sends
-    SIGTERM.  SIGUSR1 is C{PAUSE} without waiting, SIGUSR2 is C{RESUME},
-    SIGHUP is C{RELOAD}.  L{kill} sends SIGKILL, as a crash would.
+    SIGINT is a safe shutdown (C{PAUSE} then C{SHUTDOWN}), which waits until
+    every server connection is released, which in session mode means until
+    every client has disconnected.  L{stop <ThrowawayServer.stop>} therefore
+    sends SIGTERM.  SIGUSR1 is C{PAUSE} without waiting, SIGUSR2 is
+    C{RESUME}, SIGHUP is C{RELOAD}.  L{kill <ThrowawayServer.kill>} sends
+    SIGKILL, as a crash would.
 
     Console commands, in 1.18: C{PAUSE [db]} waits for every server
     connection to be released, then closes them; until C{RESUME} new
@@ -132,13 +134,15 @@ class PgBouncer(ThrowawayServer):
 
     @ivar server: the PostgreSQL server behind it.
     @ivar pool_mode: C{"session"} or C{"transaction"}; change it before
-        L{restart}.
+        L{restart <ThrowawayServer.restart>}.
     @ivar settings: extra C{[pgbouncer]} settings, written to its ini file
-        at every start; change them before L{restart}, or change them and
-        call L{reload}.
+        at every start; change them before
+        L{restart <ThrowawayServer.restart>}, or change them and call
+        L{reload}.
 
-    @raise ServerNotAvailable: from L{start}, when PgBouncer (or psql) is
-        not installed; the message says what to install.
+    @raise ServerNotAvailable: from L{start <ThrowawayServer.start>}, when
+        PgBouncer (or psql) is not installed; the message says what to
+        install.
     """
 
     product = "PgBouncer"
@@ -288,7 +292,8 @@ class PgBouncer(ThrowawayServer):
 
     def terminate_sessions(self) -> int:
         """
-        End every client session on L{database} (C{KILL}, then C{RESUME}).
+        End every client session on L{database <ThrowawayServer.database>}
+        (C{KILL}, then C{RESUME}).
 
         @return: how many there were.
         """
@@ -298,15 +303,16 @@ class PgBouncer(ThrowawayServer):
 
     def client_connections(self) -> int:
         """
-        @return: how many clients are connected to L{database} (the admin
-            console's own connection is not counted).
+        @return: how many clients are connected to
+            L{database <ThrowawayServer.database>} (the admin console's own
+            connection is not counted).
         """
         return len(self._show_ours("CLIENTS"))
 
     def server_connections(self) -> int:
         """
         @return: how many connections PgBouncer has to the server for
-            L{database}, in use or idle.
+            L{database <ThrowawayServer.database>}, in use or idle.
         """
         return len(self._show_ours("SERVERS"))
 
@@ -400,7 +406,8 @@ class PgBouncer(ThrowawayServer):
 
     def pool(self) -> Dict[str, str]:
         """
-        @return: the C{SHOW POOLS} row of L{database} (C{cl_active},
+        @return: the C{SHOW POOLS} row of
+            L{database <ThrowawayServer.database>} (C{cl_active},
             C{cl_waiting}, C{sv_active}, C{sv_idle}, C{sv_used},
             C{pool_mode}...), or an empty dict if it has no pool yet.
         """
@@ -410,15 +417,16 @@ class PgBouncer(ThrowawayServer):
     def _show_ours(self, what: str) -> List[Dict[str, str]]:
         """
         @return: the rows of C{SHOW what} whose C{database} column is
-            L{database}.
+            L{database <ThrowawayServer.database>}.
         """
         return [row for row in self.show(what) if row.get("database") == self.database]
 
     def pause(self, wait: bool = True, timeout: Optional[float] = None) -> None:
         """
-        Pause L{database}: new queries and new clients wait (they do not
-        fail) until L{resume}, or until C{query_wait_timeout} (15 s here,
-        120 s by PgBouncer's default), when the client is disconnected.
+        Pause L{database <ThrowawayServer.database>}: new queries and new
+        clients wait (they do not fail) until L{resume}, or until
+        C{query_wait_timeout} (15 s here, 120 s by PgBouncer's default),
+        when the client is disconnected.
 
         @param wait: run the console's C{PAUSE}, which returns once every
             server connection is released and closed: in transaction mode
@@ -453,22 +461,23 @@ class PgBouncer(ThrowawayServer):
 
     def reconnect(self) -> None:
         """
-        C{RECONNECT} L{database}: close each server connection when it is
-        next released (when its client disconnects in session mode, when
-        its transaction ends in transaction mode), so the next ones are new.
-        Clients see nothing.
+        C{RECONNECT} L{database <ThrowawayServer.database>}: close each
+        server connection when it is next released (when its client
+        disconnects in session mode, when its transaction ends in
+        transaction mode), so the next ones are new.  Clients see nothing.
         """
         self.admin("RECONNECT " + quote_ident(self.database))
 
     def kill_database(self, resume: bool = True) -> None:
         """
-        C{KILL} L{database}: close every client and server connection of
-        it at once.  PgBouncer sends each client C{FATAL: database removed}
-        (SQLSTATE C{08P01}); a connected client's next query fails with it
-        (psycopg 3) or with C{server closed the connection unexpectedly}
-        (psycopg2).
+        C{KILL} L{database <ThrowawayServer.database>}: close every client
+        and server connection of it at once.  PgBouncer sends each client
+        C{FATAL: database removed} (SQLSTATE C{08P01}); a connected client's
+        next query fails with it (psycopg 3) or with
+        C{server closed the connection unexpectedly} (psycopg2).
 
-        Not to be confused with L{kill}, which kills the PgBouncer process.
+        Not to be confused with L{kill <ThrowawayServer.kill>}, which kills
+        the PgBouncer process.
 
         @param resume: C{RESUME} right after, so that new clients are
             served (after C{KILL} alone they wait until C{RESUME}).

@@ -81,11 +81,12 @@ class PostgresServer(ThrowawayServer):
     """
     A PostgreSQL server of our own for tests and drills.
 
-    It listens on 127.0.0.1 at L{port} (password authentication over TCP,
-    the administrator C{postgres} trusted on its Unix socket), has a
-    database L{database} owned by L{user}, and never touches a PostgreSQL
-    service already running on the machine.  When run as root it runs as
-    the C{postgres} account (or C{nobody}), since PostgreSQL refuses root.
+    It listens on 127.0.0.1 at L{port <ThrowawayServer.port>} (password
+    authentication over TCP, the administrator C{postgres} trusted on its
+    Unix socket), has a database L{database <ThrowawayServer.database>}
+    owned by L{user <ThrowawayServer.user>}, and never touches a PostgreSQL
+    service already running on the machine.  When run as root it runs as the
+    C{postgres} account (or C{nobody}), since PostgreSQL refuses root.
 
     Use it from trial::
 
@@ -97,8 +98,8 @@ class PostgresServer(ThrowawayServer):
     The binaries come from C{$TXRECONNECT_PG_BINDIR}, C{PATH}, or the
     newest C{/usr/lib/postgresql/*/bin}.
 
-    @raise ServerNotAvailable: from L{start}, when PostgreSQL is not
-        installed.
+    @raise ServerNotAvailable: from L{start <ThrowawayServer.start>}, when
+        PostgreSQL is not installed.
     """
 
     product = "PostgreSQL"

@@ -506,10 +506,10 @@ class PostgresCluster(Owned):
         C{target_session_attrs}.
 
         @param driver: a PostgreSQL driver's module name for a
-            C{postgresql+driver://} scheme, or L{None} for
+            C{postgresql+driver://} scheme, or C{None} for
             C{postgresql://} (the default driver).
         @param target_session_attrs: which server to keep (C{"read-write"},
-            C{"any"}, C{"primary"}, C{"standby"}...), or L{None} to leave
+            C{"any"}, C{"primary"}, C{"standby"}...), or C{None} to leave
             it out.
         @param servers: the servers in the order to try them (default:
             L{primary} then L{standby}).
