@@ -409,7 +409,7 @@ class ProtocolDetector(_CommitDetector):
 
 def detector(protocol_name: Optional[str]) -> _CommitDetector:
     """
-    @param protocol_name: C{"postgresql"}, C{"mysql"}, or L{None} to tell
+    @param protocol_name: C{"postgresql"}, C{"mysql"}, or C{None} to tell
         the protocol by who speaks first.
     @return: a new COMMIT detector for one connection.
     """
