@@ -601,8 +601,9 @@ class _PgBouncerMixin(_DriversMixin):
         """
         After C{KILL db} a connected client's next query fails with an
         C{OperationalError} (psycopg2: "server closed the connection
-        unexpectedly"; psycopg 3: 08P01 "database removed"), and a new
-        client is served.
+        unexpectedly"; psycopg 3: "database removed", with SQLSTATE 08P01
+        from psycopg 3.2.4 on, without one before), and a new client is
+        served.
         """
         conns = [self.connect_via_bouncer(driver) for driver in self.drivers()]
         for conn in conns:
@@ -613,7 +614,8 @@ class _PgBouncerMixin(_DriversMixin):
         self.assertIn("server closed the connection unexpectedly", str(psycopg2_error))
         psycopg_error = self.assertDisconnected(conns[1])
         self.assertIsInstance(psycopg_error, self.psycopg.OperationalError)
-        self.assertEqual((_sqlstate(psycopg_error), str(psycopg_error)), ("08P01", "database removed"))
+        self.assertIn("database removed", str(psycopg_error))
+        self.assertIn(_sqlstate(psycopg_error), ("08P01", None))
         self.assertEqual(_run(self.connect_via_bouncer(), "SELECT 1"), [(1,)])
 
     def test_killWithoutResumeHoldsNewClientsUntilResume(self) -> None:
