@@ -10,13 +10,14 @@ from typing import Dict, Iterator, Tuple
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from txreconnect._decide import Attempt, Kind, Outcome, action, counters, decide, message
+from txreconnect._decide import Attempt, Kind, Outcome, action, conflict_delay, counters, decide, message
 from txreconnect.errors import DisconnectionError, TransactionOutcomeUnknown, WrongServerError
 
-_D, _W, _O = Kind.DISCONNECT, Kind.WRONG_SERVER, Kind.OTHER
-P, R, CR, U, S, G, GW = (
+_D, _W, _O, _C = Kind.DISCONNECT, Kind.WRONG_SERVER, Kind.OTHER, Kind.CONFLICT
+P, R, RC, CR, U, S, G, GW = (
     Outcome.PASS_ON,
     Outcome.REPLAY,
+    Outcome.RETRY_CONFLICT,
     Outcome.COMMIT_REFUSED,
     Outcome.OUTCOME_UNKNOWN,
     Outcome.STALLED,
@@ -25,9 +26,9 @@ P, R, CR, U, S, G, GW = (
 )
 
 #: (kind, commit started, committed in autocommit?, idempotent, stalled,
-#: replay allowed) -> outcome.  "committed in autocommit?" is a statement
-#: sent in autocommit mode; "replay allowed" is (runInteraction or
-#: idempotent) and budget left.  Every row is written out by hand.
+#: allowed) -> outcome.  "committed in autocommit?" is a statement sent in
+#: autocommit mode; "allowed" is (runInteraction or idempotent) and budget
+#: left: C{cp_conflict_retries} for a conflict, C{cp_replays} otherwise.
 _TABLE: Dict[Tuple[Kind, bool, bool, bool, bool, bool], Outcome] = {}
 
 
@@ -52,6 +53,10 @@ def _rows() -> Iterator[Tuple[Tuple[Kind, bool, bool, bool, bool, bool], Outcome
         else:
             wrong = R if allowed else GW
         yield (_W, commit, auto, idem, stalled, allowed), wrong
+        # A conflict: the server rolled back, so nothing was committed,
+        # even when it answered COMMIT; but in autocommit an earlier
+        # statement may have committed.
+        yield (_C, commit, auto, idem, stalled, allowed), RC if allowed and (idem or not auto) else P
 
 
 _TABLE.update(_rows())
@@ -64,29 +69,36 @@ def _attempts() -> Iterator[Attempt]:
     for kind in Kind:
         for commit, sent, auto, idem, replayable, stalled in itertools.product([False, True], repeat=6):
             for replayed, replays in [(0, 0), (0, 1), (1, 1), (1, 2), (2, 2)]:
-                yield Attempt(kind, commit, sent, auto, idem, replayable, stalled, replayed, replays)
+                for conflicts, conflict_retries in [(0, 0), (0, 3), (2, 3), (3, 3)]:
+                    yield Attempt(
+                        kind, commit, sent, auto, idem, replayable, stalled, replayed, replays, conflicts, conflict_retries
+                    )
 
 
 class DecideTests(SynchronousTestCase):
     def test_everyCombinationMatchesTheTable(self) -> None:
         """
-        Each of the 3 x 2**6 x 5 combinations gets the outcome the table
-        gives for it.
+        Each of the 4 x 2**6 x 5 x 4 combinations gets the outcome the
+        table gives for it.
         """
         seen = 0
         for attempt in _attempts():
+            if attempt.kind is Kind.CONFLICT:
+                budget = attempt.conflicts < attempt.conflict_retries
+            else:
+                budget = attempt.replayed < attempt.replays
             key = (
                 attempt.kind,
                 attempt.commit_started,
                 attempt.statement_sent and attempt.autocommit,
                 attempt.idempotent,
                 attempt.stalled,
-                (attempt.replayable or attempt.idempotent) and attempt.replayed < attempt.replays,
+                (attempt.replayable or attempt.idempotent) and budget,
             )
             self.assertEqual(decide(attempt), _TABLE[key], attempt)
             seen += 1
-        self.assertEqual(seen, 3 * 2**6 * 5)
-        self.assertEqual(len(_TABLE), 3 * 2**5)
+        self.assertEqual(seen, 4 * 2**6 * 5 * 4)
+        self.assertEqual(len(_TABLE), 4 * 2**5)
 
     def test_nothingThatMayHaveCommittedIsEverReplayed(self) -> None:
         """
@@ -95,6 +107,9 @@ class DecideTests(SynchronousTestCase):
         statement was sent.
         """
         for attempt in _attempts():
+            if decide(attempt) is Outcome.RETRY_CONFLICT:
+                self.assertTrue(attempt.idempotent or not (attempt.statement_sent and attempt.autocommit), attempt)
+                self.assertLess(attempt.conflicts, attempt.conflict_retries, attempt)
             if decide(attempt) is Outcome.REPLAY:
                 may_have_committed = attempt.commit_started or (attempt.statement_sent and attempt.autocommit)
                 self.assertTrue(attempt.idempotent or not may_have_committed, attempt)
@@ -135,6 +150,7 @@ class DecideTests(SynchronousTestCase):
         self.assertEqual(counters(GW, 2), ("replays_failed",))
         self.assertEqual(counters(CR, 0), ())
         self.assertEqual(counters(P, 0), ())
+        self.assertEqual(counters(RC, 0), ("conflict_retries",))
 
     def test_actionsSayWhatThePoolDoes(self) -> None:
         """
@@ -146,3 +162,13 @@ class DecideTests(SynchronousTestCase):
         self.assertIn("COMMIT was sent", action(CR, "interaction", 0, 1, None))
         self.assertIn("300", action(S, "interaction", 0, 1, 300.0))
         self.assertEqual(action(G, "interaction", 1, 1, None), "giving up after 1 replays")
+
+    def test_conflictDelaysHaveFullJitterUnderAGrowingCeiling(self) -> None:
+        """
+        The backoff before a conflict retry is between 0 and a ceiling
+        that doubles from 20 ms up to 1 s.
+        """
+        for conflicts, ceiling in [(0, 0.02), (1, 0.04), (3, 0.16), (10, 1.0)]:
+            delays = [conflict_delay(conflicts) for _ in range(200)]
+            self.assertTrue(all(0 <= d <= ceiling for d in delays), (conflicts, max(delays)))
+            self.assertGreater(max(delays), ceiling / 2)

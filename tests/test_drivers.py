@@ -1289,3 +1289,57 @@ class Pg8000Tests(SynchronousTestCase):
 
         error = self.assertRaises(pg8000.InterfaceError, self.driver.connect, (), {"user": "app"}, resets)
         self.assertIsInstance(error.__cause__, ConnectionResetError)
+
+
+class ConflictRuleTests(SynchronousTestCase):
+    """
+    C{is_conflict}: the errors after which the server rolled the
+    transaction back because of a conflict, on each driver's real
+    exception classes.
+    """
+
+    def test_postgresqlSerializationFailureAndDeadlock(self) -> None:
+        """
+        SQLSTATEs 40001 and 40P01 are conflicts, wherever each driver keeps
+        the SQLSTATE; 23505 (a unique violation) is not.
+        """
+        checked = 0
+        if psycopg2 is not None:
+            driver = driver_for(psycopg2)
+            for sqlstate, expected in [("40001", True), ("40P01", True), ("23505", False)]:
+                error = _withPgcode(psycopg2.OperationalError("x"), sqlstate)
+                self.assertEqual(driver.is_conflict(error), expected, sqlstate)
+            checked += 1
+        if psycopg is not None:
+            driver = driver_for(psycopg)
+            self.assertTrue(driver.is_conflict(psycopg.errors.DeadlockDetected("x")))
+            self.assertFalse(driver.is_conflict(psycopg.errors.UniqueViolation("x")))
+            checked += 1
+        if pg8000 is not None:
+            driver = driver_for(pg8000)
+            self.assertTrue(driver.is_conflict(pg8000.DatabaseError({"C": "40001", "M": "could not serialize"})))
+            self.assertFalse(driver.is_conflict(pg8000.InterfaceError("network error")))
+            checked += 1
+        if not required():
+            return
+        self.assertEqual(checked, 3)
+
+    def test_mysqlDeadlockAndLockWaitTimeout(self) -> None:
+        """
+        Errors 1213 and 1205 are conflicts; 1062 (duplicate key) is not.
+        """
+        for module in (pymysql, MySQLdb):
+            if module is None:
+                continue
+            driver = driver_for(module)
+            self.assertTrue(driver.is_conflict(module.OperationalError(1213, "Deadlock found")))
+            self.assertTrue(driver.is_conflict(module.OperationalError(1205, "Lock wait timeout exceeded")))
+            self.assertFalse(driver.is_conflict(module.IntegrityError(1062, "Duplicate entry")))
+
+    def test_genericAndSqliteKnowNoConflicts(self) -> None:
+        """
+        DB-API has no standard error code: unknown drivers and sqlite3
+        never retry a conflict.
+        """
+        self.assertFalse(driver_for(sqlite3).is_conflict(sqlite3.OperationalError("database is locked")))
+        self.assertFalse(Driver(_fakeDBAPI("fakedb_conflicts")).is_conflict(RuntimeError("deadlock")))

@@ -301,6 +301,8 @@ class ConstructionTests(TestCase):
             ("cp_health_check", -1),
             ("cp_max_lifetime", 0),
             ("cp_stall_timeout", "300"),
+            ("cp_conflict_retries", -1),
+            ("cp_conflict_retries", 1.5),
         ]:
             error = self.assertRaises(
                 ConfigurationError, ReconnectingConnectionPool, "sqlite3", ":memory:", **{keyword: bad}

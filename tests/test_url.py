@@ -421,7 +421,7 @@ class ParseTests(SynchronousTestCase):
         self.assertParses(
             "postgresql://db/shop?cp_min=2&cp_max=10&cp_replays=0&cp_name=shop&cp_noisy=true"
             "&cp_reconnect=no&cp_good_sql=SELECT%202&cp_health_check=0&cp_max_lifetime=1800"
-            "&cp_stall_timeout=12.5",
+            "&cp_stall_timeout=12.5&cp_conflict_retries=3",
             "psycopg2",
             {"host": "db", "dbname": "shop"},
             {
@@ -435,6 +435,7 @@ class ParseTests(SynchronousTestCase):
                 "cp_health_check": 0.0,
                 "cp_max_lifetime": 1800.0,
                 "cp_stall_timeout": 12.5,
+                "cp_conflict_retries": 3,
             },
         )
 
@@ -744,6 +745,7 @@ class ErrorTests(SynchronousTestCase):
             ("cp_max=2.5", "cp_max=2.5"),
             ("cp_min=-1", "cp_min=-1"),
             ("cp_replays=once", "cp_replays=once"),
+            ("cp_conflict_retries=-2", "cp_conflict_retries=-2"),
             ("cp_noisy=maybe", "cp_noisy=maybe"),
             ("cp_reconnect=", "cp_reconnect="),
             ("cp_health_check=soon", "cp_health_check=soon"),

@@ -14,12 +14,17 @@ words the error an outcome raises.
 from __future__ import annotations
 
 import enum
+import random
 from dataclasses import dataclass
 from typing import Optional, Tuple, Type
 
 from txreconnect.errors import DisconnectionError, TransactionOutcomeUnknown, WrongServerError
 
-__all__ = ["Attempt", "Kind", "Outcome", "action", "counters", "decide", "message"]
+__all__ = ["Attempt", "Kind", "Outcome", "action", "conflict_delay", "counters", "decide", "message"]
+
+#: the first conflict retry's backoff ceiling, and the largest, in seconds
+CONFLICT_DELAY = 0.02
+CONFLICT_MAX_DELAY = 1.0
 
 
 class Kind(enum.Enum):
@@ -34,6 +39,9 @@ class Kind(enum.Enum):
     DISCONNECT = "disconnect"
     #: a write refused because the server is read-only
     WRONG_SERVER = "wrong server"
+    #: the server rolled the transaction back because of a conflict with
+    #: another (a deadlock, a serialization failure, a lock wait timeout)
+    CONFLICT = "conflict"
 
 
 class Outcome(enum.Enum):
@@ -49,6 +57,8 @@ class Outcome(enum.Enum):
     PASS_ON = ("pass on", None, None)
     #: run the call again on a new connection
     REPLAY = ("replay", None, "replays")
+    #: run the call again, after a short backoff, on the same connection
+    RETRY_CONFLICT = ("retry conflict", None, "conflict_retries")
     #: the server refused COMMIT: nothing committed, but COMMIT was sent
     COMMIT_REFUSED = ("commit refused", WrongServerError, None)
     #: lost while the outcome was unknown: COMMIT in flight, or autocommit
@@ -84,6 +94,10 @@ class Attempt:
     @ivar stalled: whether the attempt ran past C{cp_stall_timeout}.
     @ivar replayed: how many times the call was replayed already.
     @ivar replays: how many times a call may be replayed (C{cp_replays}).
+    @ivar conflicts: how many times the call was retried after a
+        conflict already.
+    @ivar conflict_retries: how many times a call may be retried after a
+        conflict (C{cp_conflict_retries}).
     """
 
     kind: Kind
@@ -95,26 +109,41 @@ class Attempt:
     stalled: bool = False
     replayed: int = 0
     replays: int = 1
+    conflicts: int = 0
+    conflict_retries: int = 0
 
 
 def decide(attempt: Attempt) -> Outcome:
     """
     Decide what follows a failed attempt.  The rules, in order:
 
-      1. An error that is neither a lost connection nor a wrong server is
-         passed on (after a rollback).
-      2. A call marked idempotent may always run again, budget allowing.
-      3. A refused COMMIT is not replayed: COMMIT was sent.
-      4. A call that may have committed (COMMIT in flight, or a statement
+      1. An error that is neither a lost connection, a wrong server nor a
+         conflict is passed on (after a rollback).
+      2. A conflict (the server rolled the transaction back, even one
+         raised at COMMIT: nothing was committed) is retried, budget
+         allowing, if the call may run again: not in autocommit once a
+         statement was sent (an earlier statement may have committed),
+         nor C{runWithConnection}, unless marked idempotent.  Otherwise
+         it is passed on unchanged.
+      3. A call marked idempotent may always run again, budget allowing.
+      4. A refused COMMIT is not replayed: COMMIT was sent.
+      5. A call that may have committed (COMMIT in flight, or a statement
          sent in autocommit) is never replayed.
-      5. A call that ran into the stall bound is not replayed: the
+      6. A call that ran into the stall bound is not replayed: the
          network path is suspect and the caller has waited long enough.
-      6. Otherwise the call is replayed if it may be and budget is left.
+      7. Otherwise the call is replayed if it may be and budget is left.
 
     @param attempt: what happened.
     @return: what to do.
     """
     if attempt.kind is Kind.OTHER:
+        return Outcome.PASS_ON
+    if attempt.kind is Kind.CONFLICT:
+        may_run_again = attempt.idempotent or (
+            attempt.replayable and not (attempt.statement_sent and attempt.autocommit)
+        )
+        if may_run_again and attempt.conflicts < attempt.conflict_retries:
+            return Outcome.RETRY_CONFLICT
         return Outcome.PASS_ON
     wrong = attempt.kind is Kind.WRONG_SERVER
     if not attempt.idempotent:
@@ -129,6 +158,19 @@ def decide(attempt: Attempt) -> Outcome:
     if (attempt.replayable or attempt.idempotent) and attempt.replayed < attempt.replays:
         return Outcome.REPLAY
     return Outcome.GAVE_UP_WRONG_SERVER if wrong else Outcome.GAVE_UP
+
+
+def conflict_delay(conflicts: int) -> float:
+    """
+    The backoff before retrying a conflict: full jitter under an
+    exponential ceiling, from L{CONFLICT_DELAY} up to
+    L{CONFLICT_MAX_DELAY}, so that the transactions that collided do not
+    collide again.
+
+    @param conflicts: how many times the call was retried already.
+    @return: seconds.
+    """
+    return random.uniform(0, min(CONFLICT_MAX_DELAY, CONFLICT_DELAY * 2**conflicts))
 
 
 def counters(outcome: Outcome, replayed: int) -> Tuple[str, ...]:
@@ -202,6 +244,10 @@ def action(outcome: Outcome, what: str, replayed: int, replays: int, stall_timeo
     """
     if outcome is Outcome.REPLAY:
         return "replaying the %s (%d of %d)" % (what, replayed + 1, replays)
+    if outcome is Outcome.RETRY_CONFLICT:
+        return "retrying the %s after a short backoff" % (what,)
+    if outcome is Outcome.PASS_ON:
+        return "passing the error on"
     if outcome is Outcome.COMMIT_REFUSED:
         return "not replaying the %s: COMMIT was sent" % (what,)
     if outcome is Outcome.OUTCOME_UNKNOWN:

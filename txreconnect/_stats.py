@@ -18,6 +18,8 @@ _COUNTERS = (
     "replays_failed",
     "outcome_unknown",
     "stalls",
+    "conflicts",
+    "conflict_retries",
     "connect_attempts",
     "reconnect_attempts",
     "connect_failures",

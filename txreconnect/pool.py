@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 import random
 import threading
+import time
 from functools import cached_property
 from threading import get_ident as _get_ident
 from time import monotonic as _monotonic
@@ -33,8 +34,27 @@ __all__ = ["ReconnectingConnectionPool"]
 
 _T = TypeVar("_T")
 
+#: what the log line says happened, by kind of error
+_INCIDENTS = {
+    Kind.DISCONNECT: "lost the database connection",
+    Kind.WRONG_SERVER: "a read-only server refused a write",
+    Kind.CONFLICT: "the database rolled the transaction back because of a conflict",
+}
+
 #: the pool's own options, as cp_* keywords
-_OWN_OPTIONS = ("replays", "policy", "health_check", "max_lifetime", "stall_timeout", "follow_writer")
+_OWN_OPTIONS = (
+    "replays",
+    "policy",
+    "health_check",
+    "max_lifetime",
+    "stall_timeout",
+    "follow_writer",
+    "conflict_retries",
+)
+
+#: conflicts further apart than this (seconds) are separate bursts, each
+#: logged once
+_CONFLICT_BURST_GAP = 10.0
 
 
 class _Connection(adbapi.Connection):
@@ -114,6 +134,19 @@ class _Transaction(adbapi.Transaction):
         return self._cursor.callproc(*args, **kwargs)
 
 
+class _Tries:
+    """
+    How many times one call ran again already, by reason; made only when
+    an attempt fails.
+    """
+
+    __slots__ = ("replayed", "conflicts")
+
+    def __init__(self) -> None:
+        self.replayed = 0
+        self.conflicts = 0
+
+
 class _Birth:
     """
     What the pool knows about one thread's connection: the pool generation
@@ -184,6 +217,13 @@ class ReconnectingConnectionPool(adbapi.ConnectionPool):
         a call may take before the pool takes the network path for dead,
         shuts its socket down and fails the call with
         L{DisconnectionError}, without replaying it.  C{None} turns it off.
+      - C{cp_conflict_retries} (default 0): how many times a transaction
+        that the server rolled back because of a conflict (a deadlock, a
+        serialization failure, a lock wait timeout: see each driver's
+        C{is_conflict}) is run again, after a short jittered backoff, on
+        the same connection.  Never in autocommit once a statement ran,
+        nor for C{runWithConnection}, unless marked idempotent.  When the
+        budget is spent the driver's error reaches the caller unchanged.
       - C{cp_follow_writer} (default C{True}): treat a write refused
         because the server is read-only (PostgreSQL SQLSTATE 25006; MySQL
         and MariaDB errors 1290 and 1836 when C{target_session_attrs} is
@@ -227,6 +267,8 @@ class ReconnectingConnectionPool(adbapi.ConnectionPool):
     follow_writer = True
     #: the longest a health-check ping may take (seconds)
     ping_timeout = 10.0
+    #: how many times a call may be retried after a conflict
+    conflict_retries = 0
 
     connectionFactory = _Connection
     transactionFactory = _Transaction
@@ -258,6 +300,7 @@ class ReconnectingConnectionPool(adbapi.ConnectionPool):
         max_lifetime = optional_seconds("cp_max_lifetime", mine["max_lifetime"])
         stall_timeout = optional_seconds("cp_stall_timeout", mine["stall_timeout"])
         follow_writer = flag("cp_follow_writer", mine["follow_writer"])
+        conflict_retries = count("cp_conflict_retries", mine["conflict_retries"])
         # adbapi imports the module by the same name; it is cached.
         driver = driver_for(reflect.namedModule(dbapiName))
         given = {key: value for key, value in connkw.items() if not key.startswith("cp_")}
@@ -270,6 +313,7 @@ class ReconnectingConnectionPool(adbapi.ConnectionPool):
             self.max_lifetime = max_lifetime
             self.stall_timeout = stall_timeout
             self.follow_writer = follow_writer
+            self.conflict_retries = conflict_retries
             # The same ids as adbapi's threadable.getThreadID, without two
             # Python calls on the path of every call.
             self.threadID = _get_ident
@@ -315,6 +359,8 @@ class ReconnectingConnectionPool(adbapi.ConnectionPool):
     _replace_before = 0
     #: whether the connect() arguments ask for a writable server
     _wants_writer = False
+    #: when (monotonic) the last conflict was seen
+    _last_conflict = -math.inf
 
     @cached_property
     def _driver(self) -> Driver:
@@ -359,6 +405,7 @@ class ReconnectingConnectionPool(adbapi.ConnectionPool):
         self._stats = Stats()
         self._outage = Outage(lambda: repr(self), self._stats, self._driver.errors or (Exception,))
         self._watchdog = Watchdog(name=repr(self))
+        self._last_conflict = -math.inf
 
     def __repr__(self) -> str:
         connkw = getattr(self, "connkw", {})
@@ -379,7 +426,9 @@ class ReconnectingConnectionPool(adbapi.ConnectionPool):
             and C{closed}, C{disconnects} detected, C{replays} and
             C{replays_failed}, C{outcome_unknown} errors, C{stalls} (calls
             ended by the stall bound), C{wrong_server} (writes refused by
-            a read-only server, see C{cp_follow_writer}), C{connect_attempts},
+            a read-only server, see C{cp_follow_writer}), C{conflicts}
+            (transactions the server rolled back because of a conflict)
+            and C{conflict_retries}, C{connect_attempts},
             C{reconnect_attempts} (those replacing a lost connection or
             made while the database was down), C{connect_failures},
             C{health_checks} and C{health_check_failures},
@@ -413,7 +462,7 @@ class ReconnectingConnectionPool(adbapi.ConnectionPool):
         allow (see L{_failed}).  Every call of the pool takes this path,
         so it is written out, without helper calls, where nothing fails.
         """
-        replayed = 0
+        tries: Optional[_Tries] = None
         tid = _get_ident()
         bound = self.stall_timeout
         watched = self._watchdog.watched
@@ -432,9 +481,9 @@ class ReconnectingConnectionPool(adbapi.ConnectionPool):
             try:
                 return body(self, conn, function, args, kw)
             except BaseException as error:
-                if not self._failed(error, conn, function, replay, replayed, deadline, what):
+                tries = self._failed(error, conn, function, replay, tries, deadline, what)
+                if tries is None:
                     raise
-                replayed += 1
             finally:
                 if watching:
                     watched.pop(tid, None)
@@ -447,10 +496,10 @@ class ReconnectingConnectionPool(adbapi.ConnectionPool):
         conn: _Connection,
         function: Callable[..., Any],
         replay: bool,
-        replayed: int,
+        tries: Optional[_Tries],
         deadline: Optional[float],
         what: str,
-    ) -> bool:
+    ) -> Optional[_Tries]:
         """
         Carry out what follows an attempt that raised C{error}: classify
         the error (L{_classify}), let L{_decide.decide} say what to do,
@@ -462,17 +511,21 @@ class ReconnectingConnectionPool(adbapi.ConnectionPool):
         @param replay: whether an unmarked C{function} may be replayed when
             its outcome is known (C{runInteraction}: yes;
             C{runWithConnection}: no, it may commit by itself).
-        @param replayed: how many times the call was replayed already.
+        @param tries: how many times the call ran again already, by
+            reason (C{None}: never).
         @param deadline: when (C{time.monotonic()}) the attempt's
             C{cp_stall_timeout} ran out (and the watchdog shut its socket
             down), or C{None} without a bound.
-        @return: C{True} to replay the call, C{False} to re-raise C{error}.
+        @return: the updated counts to run the call again, or C{None} to
+            re-raise C{error}.
         @raise DisconnectionError: the outcome's error, chaining C{error}.
         """
         raw = getattr(conn, "_connection", None)
         kind = self._classify(error, conn, raw)
         if kind is Kind.OTHER:
-            return False
+            return None
+        if tries is None:
+            tries = _Tries()
         # A connection wrapper that is not ours records nothing: assume
         # the worst.
         commit_started = getattr(conn, "commit_started", True)
@@ -480,7 +533,7 @@ class ReconnectingConnectionPool(adbapi.ConnectionPool):
         autocommit = getattr(conn, "autocommit", None)
         if autocommit is None:
             autocommit = self._driver.is_autocommit(raw)
-        news = self._lost(raw, kind is Kind.WRONG_SERVER)
+        news = self._conflicted() if kind is Kind.CONFLICT else self._lost(raw, kind is Kind.WRONG_SERVER)
         outcome = _decide.decide(
             Attempt(
                 kind=kind,
@@ -490,20 +543,30 @@ class ReconnectingConnectionPool(adbapi.ConnectionPool):
                 idempotent=is_idempotent(function),
                 replayable=replay,
                 stalled=deadline is not None and _monotonic() >= deadline,
-                replayed=replayed,
+                replayed=tries.replayed,
                 replays=self.replays,
+                conflicts=tries.conflicts,
+                conflict_retries=self.conflict_retries,
             )
         )
-        for counter in _decide.counters(outcome, replayed):
+        for counter in _decide.counters(outcome, tries.replayed):
             self._stats.add(counter)
-        self._incident(
-            news,
-            error,
-            _decide.action(outcome, what, replayed, self.replays, self.stall_timeout),
-            kind is Kind.WRONG_SERVER,
-        )
+        if kind is not Kind.CONFLICT or outcome is Outcome.RETRY_CONFLICT:
+            self._incident(
+                news,
+                error,
+                _decide.action(outcome, what, tries.replayed, self.replays, self.stall_timeout),
+                kind,
+            )
         if outcome is Outcome.REPLAY:
-            return True
+            tries.replayed += 1
+            return tries
+        if outcome is Outcome.RETRY_CONFLICT:
+            time.sleep(_decide.conflict_delay(tries.conflicts))
+            tries.conflicts += 1
+            return tries
+        if outcome is Outcome.PASS_ON:
+            return None
         assert outcome.error is not None
         raise outcome.error(_decide.message(outcome, what, describe(error), self.stall_timeout)) from error
 
@@ -522,6 +585,13 @@ class ReconnectingConnectionPool(adbapi.ConnectionPool):
             return Kind.DISCONNECT
         if self.follow_writer and driver.is_wrong_server(error, self._wants_writer):
             return Kind.WRONG_SERVER
+        if driver.is_conflict(error):
+            # The whole transaction is rolled back, also after a lock wait
+            # timeout that rolled back only the statement.
+            if self._rollback(conn) is None:
+                return Kind.CONFLICT
+            self._lost(raw)
+            return Kind.DISCONNECT
         suspect = driver.suspect(error)
         rollback_error = self._rollback(conn, quiet=suspect)
         if suspect and raw is not None and (rollback_error is not None or not self._answers(raw)):
@@ -585,16 +655,30 @@ class ReconnectingConnectionPool(adbapi.ConnectionPool):
                 self._replace_before = self._generation
             return True
 
-    def _incident(self, news: bool, error: BaseException, action: str, wrong_server: bool = False) -> None:
+    def _conflicted(self) -> bool:
         """
-        Log a lost connection: a warning for the first thread that sees
-        an incident, a debug line for the others.
+        Count a conflict, and tell whether it starts a burst: the first
+        conflict after L{_CONFLICT_BURST_GAP} seconds without one.
+
+        @return: whether this is news, to be logged as a warning.
+        """
+        self._stats.add("conflicts")
+        now = _monotonic()
+        with self._generation_lock:
+            last, self._last_conflict = self._last_conflict, now
+        return now - last > _CONFLICT_BURST_GAP
+
+    def _incident(self, news: bool, error: BaseException, action: str, kind: Kind = Kind.DISCONNECT) -> None:
+        """
+        Log what happened to a call: a warning for the first thread that
+        sees an incident (or the first conflict of a burst), a debug line
+        for the others.
         """
         emit = self._log.warn if news else self._log.debug
         emit(
             "{pool!r}: {what} ({error}); {action}",
             pool=self,
-            what="a read-only server refused a write" if wrong_server else "lost the database connection",
+            what=_INCIDENTS[kind],
             error=describe(error),
             action=action,
         )

@@ -55,7 +55,8 @@ C{application_name}, several hosts as C{?host=h1,h2&port=5432,5433}, ...)
 pass through.
 
 Query parameters named C{cp_*} are the pool's options, converted from
-text: integers for C{cp_min}, C{cp_max} and C{cp_replays}; seconds for
+text: integers for C{cp_min}, C{cp_max}, C{cp_replays} and
+C{cp_conflict_retries}; seconds for
 C{cp_health_check}, C{cp_max_lifetime} and C{cp_stall_timeout}, where
 C{none} or C{off} turns the feature off; C{true}/C{false} (also
 C{yes}/C{no}, C{on}/C{off}, C{1}/C{0}) for C{cp_noisy}, C{cp_reconnect}
@@ -111,6 +112,7 @@ _POOL_OPTIONS: Dict[str, _convert.Converter] = {
     "cp_max_lifetime": _convert.seconds(allow_none=True),
     "cp_stall_timeout": _convert.seconds(allow_none=True),
     "cp_follow_writer": _convert.boolean,
+    "cp_conflict_retries": _convert.integer(0),
 }
 
 #: pool options that are Python objects, given to from_url() instead

@@ -223,6 +223,21 @@ class Driver:
             return verdict
         return self._says_disconnect(exc)
 
+    def is_conflict(self, exc: BaseException) -> bool:
+        """
+        Tell whether C{exc} means the server rolled the transaction back
+        because it conflicted with another (a deadlock, a serialization
+        failure, a lock wait that timed out), so that running it again may
+        succeed.
+
+        Generic: C{False} (DB-API has no standard error code).
+
+        @param exc: an exception raised while using a connection, which
+            L{is_disconnect} did not take for a lost connection.
+        @return: whether C{exc} is such a conflict.
+        """
+        return False
+
     def suspect(self, exc: BaseException) -> bool:
         """
         Tell whether C{exc}, which L{is_disconnect} did not take for a lost

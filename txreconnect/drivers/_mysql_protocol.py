@@ -53,6 +53,20 @@ DISCONNECT_CODES: FrozenSet[int] = frozenset(
 )
 
 
+# Conflicts: running the transaction again may succeed.  The MySQL server
+# error reference (and MariaDB's error codes):
+#   - 1213 ER_LOCK_DEADLOCK "Deadlock found when trying to get lock; try
+#     restarting transaction" (SQLSTATE 40001): InnoDB rolled the whole
+#     transaction back ("InnoDB Error Handling", "Deadlocks in InnoDB").
+#     Galera reports a transaction that failed certification the same way
+#     (Galera Cluster docs, "Certification-Based Replication": "the
+#     transaction ... fails with a deadlock error").
+#   - 1205 ER_LOCK_WAIT_TIMEOUT "Lock wait timeout exceeded; try restarting
+#     transaction": by default (innodb_rollback_on_timeout=OFF) only the
+#     statement is rolled back, so the pool rolls the whole transaction
+#     back before running it again.
+CONFLICT_CODES: FrozenSet[int] = frozenset({1213, 1205})
+
 # Writes refused by a read-only server: ER_OPTION_PREVENTS_STATEMENT "The
 # server is running with the --read-only option so it cannot execute this
 # statement" (1290 also names other options, such as --secure-file-priv:
@@ -266,6 +280,16 @@ class MySQLProtocolDriver(Driver):
         if code == _READ_ONLY_MODE:
             return True
         return code == _OPTION_PREVENTS_STATEMENT and "read-only" in _message(exc).lower().replace("_", "-")
+
+    def is_conflict(self, exc: BaseException) -> bool:
+        """
+        Errors 1213 (deadlock, or a Galera certification failure) and 1205
+        (lock wait timeout): see L{CONFLICT_CODES}.
+
+        @param exc: a driver exception.
+        @return: whether running the transaction again may succeed.
+        """
+        return isinstance(exc, self.errors) and _error_code(exc) in CONFLICT_CODES
 
     def _read_only(self, connection: Any) -> bool:
         """

@@ -44,6 +44,20 @@ SESSION_ENDING_SQLSTATES: FrozenSet[str] = frozenset(
 # or transaction.
 READ_ONLY_SQL_TRANSACTION = "25006"
 
+# Conflicts: the server rolled the whole transaction back, and running it
+# again may succeed.  "Appendix A. PostgreSQL Error Codes" (class 40,
+# Transaction Rollback), and "13.2. Transaction Isolation": applications
+# using Repeatable Read or Serializable "must be prepared to retry
+# transactions due to serialization failures"; a deadlock's victim is
+# rolled back ("13.3.4. Deadlocks").  A serialization failure may also be
+# the answer to COMMIT under Serializable: nothing was committed.
+CONFLICT_SQLSTATES: FrozenSet[str] = frozenset(
+    {
+        "40001",  # serialization_failure
+        "40P01",  # deadlock_detected
+    }
+)
+
 
 def is_disconnect_sqlstate(sqlstate: str) -> bool:
     """
@@ -93,6 +107,17 @@ class PostgresDriver(Driver):
         @return: whether C{exc} is that refusal.
         """
         return isinstance(exc, self.errors) and self._sqlstate(exc) == READ_ONLY_SQL_TRANSACTION
+
+    def is_conflict(self, exc: BaseException) -> bool:
+        """
+        SQLSTATE 40001 (serialization failure) or 40P01 (deadlock
+        detected): see L{CONFLICT_SQLSTATES}.
+
+        @param exc: a driver exception.
+        @return: whether the server rolled the transaction back because of
+            a conflict.
+        """
+        return isinstance(exc, self.errors) and self._sqlstate(exc) in CONFLICT_SQLSTATES
 
     def _sqlstate(self, exc: BaseException) -> Optional[str]:
         """
