@@ -153,7 +153,7 @@ class DrillTests(TestCase):
         for args, why in [
             (["--url", "sqlite:///drill.db"], "must name one PostgreSQL or MySQL server"),
             (["--url", "postgresql://app@/shop?host=/run/postgresql"], "by its TCP host"),
-            (["--spawn", "postgres", "--driver", "pymysql"], "--driver must be one of psycopg2, psycopg"),
+            (["--spawn", "postgres", "--driver", "pymysql"], "--driver must be one of psycopg2, "),
             (["--url", "postgresql://app@db/shop", "--driver", "psycopg"], "the URL's scheme names the driver"),
         ]:
             output, status = yield self.drill(*args)
