@@ -12,15 +12,16 @@ from __future__ import annotations
 
 import struct
 import uuid
-from typing import Any, Callable, ClassVar, List, Optional, Sequence, Tuple, Type
+from typing import Any, Callable, ClassVar, List, Optional, Sequence, Tuple, Type, Union
 
 from twisted.internet import defer, error, protocol, task, threads
 from twisted.internet import reactor as _reactor
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from tests.support import DEADLINE, close_quietly, wait_until_async
+from tests.support import DEADLINE, close_quietly, wait_until, wait_until_async
 from txreconnect.testing import (
     FaultProxy,
     MariaDBServer,
@@ -90,19 +91,26 @@ def splits(stream: bytes) -> List[List[bytes]]:
     return cuts + [[stream[i:i + 1] for i in range(len(stream))]]
 
 
-def commit_ends(feed: Callable[[bytes], Optional[int]], pieces: Sequence[bytes]) -> List[int]:
-    """
-    Feed C{pieces} in order.
+Detector = Union[PostgresCommitDetector, MySQLCommitDetector, ProtocolDetector]
 
-    @return: the absolute offsets at which COMMITs were reported.
+
+def commit_points(detector: Detector, pieces: Sequence[bytes]) -> Tuple[List[int], List[int]]:
     """
-    ends, base = [], 0
+    Feed C{pieces} to C{detector} in order.
+
+    @return: the absolute offsets at which COMMITs were reported: where
+        the messages on which the server executes them start, and where
+        the messages after which it answers them end.
+    """
+    starts, ends, base = [], [], 0
     for piece in pieces:
-        end = feed(piece)
+        end = detector.feed_client(piece)
+        if detector.commit_start is not None:
+            starts.append(base + detector.commit_start)
         if end is not None:
             ends.append(base + end)
         base += len(piece)
-    return ends
+    return starts, ends
 
 
 class IsCommitTests(SynchronousTestCase):
@@ -169,45 +177,52 @@ class PostgresCommitDetectorTests(SynchronousTestCase):
         )
         return before + pg(b"Q", b"SELECT 1\0") + pg(b"X"), len(before)
 
-    def detect(self, pieces: Sequence[bytes]) -> List[int]:
+    def detect(self, pieces: Sequence[bytes]) -> Tuple[List[int], List[int]]:
         detector = PostgresCommitDetector()
         for piece in splits(PG_SSL_REQUEST)[3]:
             self.assertIsNone(detector.feed_client(piece))
         detector.feed_server(b"N")
-        return commit_ends(detector.feed_client, pieces)
+        return commit_points(detector, pieces)
 
-    def assertCommitsEndAt(self, stream: bytes, ends: List[int]) -> None:
+    def assertCommitsEndAt(self, stream: bytes, ends: List[int], starts: Optional[List[int]] = None) -> None:
         """
         Wherever C{stream} (after the SSLRequest) is split, COMMITs are
-        reported at C{ends} and nowhere else.
+        reported at C{ends} (and their executing messages at C{starts}, if
+        given) and nowhere else.
         """
         for pieces in splits(stream):
-            self.assertEqual(self.detect(pieces), ends, pieces)
+            found_starts, found_ends = self.detect(pieces)
+            self.assertEqual(found_ends, ends, pieces)
+            if starts is not None:
+                self.assertEqual(found_starts, starts, pieces)
 
     def test_simpleQueryCommitFoundAtEverySplit(self) -> None:
         """
-        A simple Query COMMIT is reported exactly once, just past its end,
-        wherever the stream is split; nothing else is a COMMIT.
+        A simple Query COMMIT is reported exactly once, executed from its
+        start and answered just past its end, wherever the stream is
+        split; nothing else is a COMMIT.
         """
         stream, end = self.conversation()
-        self.assertCommitsEndAt(stream, [end])
+        self.assertCommitsEndAt(stream, [end], [end - len(pg(b"Q", b"COMMIT\0"))])
 
     def test_extendedCommitFoundAtTheNextSync(self) -> None:
         """
         A COMMIT sent with the extended protocol in one go (libpq, and
         psycopg 3's pipeline mode: Parse, Bind, Describe, Execute, Sync) is
-        reported just past the Sync, when the server has executed it and
-        answers.
+        executed from the start of its Execute (the server commits on
+        receiving it) and reported answered just past the Sync.
         """
         before = PG_STARTUP + PG_PARSE_COMMIT + PG_SYNC
-        self.assertCommitsEndAt(before + pg(b"Q", b"SELECT 1\0"), [len(before)])
+        execute = len(PG_STARTUP + PG_PARSE_COMMIT) - len(pg_execute())
+        self.assertCommitsEndAt(before + pg(b"Q", b"SELECT 1\0"), [len(before)], [execute])
 
     def test_pg8000CommitFoundAfterItsExecuteNotItsParse(self) -> None:
         """
         pg8000 commits in three round trips (Parse, Flush, Sync; Describe,
         Flush, Sync, Bind, Flush; Execute, Flush, Sync): the COMMIT is
-        reported just past the last Sync, after its Execute, and not past
-        the first, when the server has only parsed it.
+        executed from the start of the last Execute and reported answered
+        just past the last Sync, and not past the first, when the server
+        has only parsed it.
         """
         before = (
             PG_STARTUP
@@ -215,7 +230,8 @@ class PostgresCommitDetectorTests(SynchronousTestCase):
             + pg(b"D", b"S\0") + PG_FLUSH + PG_SYNC + pg_bind() + PG_FLUSH
             + pg_execute() + PG_FLUSH + PG_SYNC
         )
-        self.assertCommitsEndAt(before + pg(b"Q", b"SELECT 1\0"), [len(before)])
+        execute = len(before) - len(pg_execute() + PG_FLUSH + PG_SYNC)
+        self.assertCommitsEndAt(before + pg(b"Q", b"SELECT 1\0"), [len(before)], [execute])
 
     def test_parsedCommitNeverExecutedIsNotACommit(self) -> None:
         """
@@ -229,6 +245,7 @@ class PostgresCommitDetectorTests(SynchronousTestCase):
             + pg_parse(b"SELECT 1") + pg_bind() + pg_execute() + PG_SYNC
             + pg_parse(b"COMMIT") + pg_bind() + pg(b"Q", b"SELECT 1\0")
             + pg_execute() + PG_SYNC,
+            [],
             [],
         )
 
@@ -245,7 +262,8 @@ class PostgresCommitDetectorTests(SynchronousTestCase):
             + pg_bind(b"p1", b"s1") + PG_SYNC
             + pg_execute(b"p1") + PG_SYNC
         )
-        self.assertCommitsEndAt(before + pg_execute(b"p1") + PG_SYNC, [len(before)])
+        execute = len(before) - len(pg_execute(b"p1") + PG_SYNC)
+        self.assertCommitsEndAt(before + pg_execute(b"p1") + PG_SYNC, [len(before)], [execute])
 
     def test_closedStatementsAndPortalsAreForgotten(self) -> None:
         """
@@ -260,6 +278,7 @@ class PostgresCommitDetectorTests(SynchronousTestCase):
             + pg(b"C", b"Ss1\0") + pg_execute(b"p2") + PG_SYNC
             + pg_bind(b"p3", b"s1") + pg_execute(b"p3") + PG_SYNC,
             [],
+            [],
         )
 
     def test_startupWithoutSSLRequest(self) -> None:
@@ -268,7 +287,7 @@ class PostgresCommitDetectorTests(SynchronousTestCase):
         """
         detector = PostgresCommitDetector()
         stream = PG_STARTUP + pg(b"Q", b"commit;\0")
-        self.assertEqual(commit_ends(detector.feed_client, [stream]), [len(stream)])
+        self.assertEqual(commit_points(detector, [stream]), ([len(PG_STARTUP)], [len(stream)]))
 
     def test_encryptedSessionIsNeverCut(self) -> None:
         """
@@ -279,6 +298,8 @@ class PostgresCommitDetectorTests(SynchronousTestCase):
         detector.feed_client(PG_SSL_REQUEST)
         detector.feed_server(b"S")
         self.assertIsNone(detector.feed_client(b"\x16\x03\x01" + PG_STARTUP + pg(b"Q", b"COMMIT\0")))
+        self.assertIsNone(detector.commit_start)
+        self.assertEqual(detector.unfinished, 0)
         self.assertTrue(detector.opaque)
 
     def test_longQueryIsNotBuffered(self) -> None:
@@ -302,7 +323,8 @@ class MySQLCommitDetectorTests(SynchronousTestCase):
     def test_comQueryCommitFoundAtEverySplit(self) -> None:
         """
         A COM_QUERY COMMIT that starts a command (sequence id 0) is
-        reported exactly once, just past its end; the handshake, other
+        reported exactly once, executed from its start and answered just
+        past its end; the handshake, other
         queries and COMMIT-looking packets inside a sequence are not.
         """
         before = (
@@ -314,10 +336,11 @@ class MySQLCommitDetectorTests(SynchronousTestCase):
             + my(0, b"\x03 /* app */ commit work ;")
         )
         stream = before + my(0, b"\x03SELECT 1") + my(0, b"\x01")
+        start = len(before) - len(my(0, b"\x03 /* app */ commit work ;"))
         for pieces in splits(stream):
             detector = MySQLCommitDetector()
             detector.feed_server(MY_GREETING)
-            self.assertEqual(commit_ends(detector.feed_client, pieces), [len(before)], pieces)
+            self.assertEqual(commit_points(detector, pieces), ([start], [len(before)]), pieces)
 
     def test_tlsSessionIsNeverCut(self) -> None:
         """
@@ -364,6 +387,281 @@ class ProtocolDetectorTests(SynchronousTestCase):
         self.assertEqual(detector.feed_client(stream), len(stream))
 
 
+# --- what the proxy forwards, on fake transports, split at every offset ----
+
+
+class _Wire(StringTransport):
+    """
+    One end of a fake connection: records what is written to it; closing
+    it tells its protocol at once, and unregistering a producer that is
+    gone is no error (as with TCP).
+    """
+
+    def __init__(self, protocol: protocol.Protocol) -> None:
+        super().__init__()
+        self.protocol = protocol
+
+    def unregisterProducer(self) -> None:
+        self.producer = None
+
+    def loseConnection(self) -> None:
+        if self.connected:
+            self.connected = False
+            self.protocol.connectionLost(Failure(error.ConnectionDone()))
+
+
+class _FakeTCP:
+    """
+    A reactor whose TCP is fake: it keeps the factories it is given, for
+    the test to build connections from.
+    """
+
+    def __init__(self) -> None:
+        self.listening: Any = None
+        self.connecting: List[Any] = []
+
+    def listenTCP(self, port: int, factory: Any, interface: str = "") -> Any:
+        self.listening = factory
+        return _FakeTCPPort()
+
+    def connectTCP(self, host: str, port: int, factory: Any) -> Any:
+        self.connecting.append(factory)
+        return _FakeTCPPort()
+
+
+class _FakeTCPPort:
+    port = 5999
+
+    def getHost(self) -> "_FakeTCPPort":
+        return self
+
+    def stopConnecting(self) -> None:
+        pass
+
+
+class _Proxied:
+    """
+    One client connection through a L{FaultProxy} on fake transports.
+
+    @ivar client: the client's end: what the proxy sends the client.
+    @ivar server: the server's end: what the proxy forwards to the server.
+    """
+
+    def __init__(self, protocol_name: Optional[str], greeting: bytes = b"") -> None:
+        """
+        @param greeting: what the server says first.
+        """
+        tcp = _FakeTCP()
+        self.proxy = FaultProxy(5432, reactor=tcp, protocol=protocol_name)
+        self.proxy.start()
+        self.front = tcp.listening.buildProtocol(None)
+        self.client = _Wire(self.front)
+        self.front.makeConnection(self.client)
+        self.back = tcp.connecting[0].buildProtocol(None)
+        self.server = _Wire(self.back)
+        self.back.makeConnection(self.server)
+        if greeting:
+            self.back.dataReceived(greeting)
+
+    def send(self, pieces: Sequence[bytes]) -> None:
+        """
+        The client sends C{pieces}, one read each, until the proxy closes
+        its connection.
+        """
+        for piece in pieces:
+            if not self.client.connected:
+                break
+            self.front.dataReceived(piece)
+
+    @property
+    def closed(self) -> bool:
+        """
+        Both sides are closed.
+        """
+        return not self.client.connected and not self.server.connected
+
+
+def pg_conversation(commit: bytes) -> Tuple[bytes, int]:
+    """
+    @return: a PostgreSQL session, after the SSLRequest, that inserts and
+        commits with C{commit} and then goes on, and the offset where
+        C{commit} starts in it.
+    """
+    before = PG_STARTUP + pg(b"Q", b"BEGIN\0") + pg(b"Q", b"INSERT INTO t VALUES ('COMMIT')\0")
+    after = pg(b"Q", b"SELECT 1\0") + pg(b"X")
+    return before + commit + after, len(before)
+
+
+PG_SIMPLE_COMMIT = pg(b"Q", b"COMMIT\0")
+# pg8000's three round trips, as one stream, up to the COMMIT's Execute
+PG8000_COMMIT_PREPARED = (
+    pg_parse(b"commit") + PG_FLUSH + PG_SYNC
+    + pg(b"D", b"S\0") + PG_FLUSH + PG_SYNC + pg_bind() + PG_FLUSH
+)
+MY_COMMIT = my(0, b"\x03COMMIT")
+
+
+def my_conversation() -> Tuple[bytes, int]:
+    """
+    @return: what a MySQL client sends after the server's greeting: an
+        INSERT, a COMMIT, then more; and the offset where the COMMIT
+        starts.
+    """
+    before = MY_HANDSHAKE + my(0, b"\x03SET autocommit=0") + my(0, b"\x03INSERT INTO t VALUES (1)")
+    return before + MY_COMMIT + my(0, b"\x03SELECT 1") + my(0, b"\x01"), len(before)
+
+
+class CutBeforeCommitForwardingTests(SynchronousTestCase):
+    """
+    With C{cut_before_commit} armed, the server gets every byte before the
+    message that would make it commit, and none from there on, wherever
+    TCP splits what the client sends; then both sides are closed.
+    """
+
+    def assertWithheldFrom(
+        self, protocol_name: Optional[str], stream: bytes, start: int, greeting: bytes = b""
+    ) -> None:
+        """
+        At every split of C{stream}, the armed proxy forwards exactly
+        C{stream[:start]}, closes both sides and fires the cut with
+        C{None}; the proxy is disarmed.
+        """
+        for pieces in splits(stream):
+            proxied = _Proxied(protocol_name, greeting)
+            cut = proxied.proxy.cut_before_commit()
+            proxied.send(pieces)
+            self.assertEqual(proxied.server.value(), stream[:start], pieces)
+            self.assertTrue(proxied.closed, pieces)
+            self.assertIsNone(self.successResultOf(cut))
+            self.assertIsNone(proxied.proxy.armed)
+
+    def test_simpleQueryCommitIsWithheldWhole(self) -> None:
+        """
+        psycopg2's C{commit()}: the simple Query COMMIT, and all after it,
+        never reaches the server.
+        """
+        stream, start = pg_conversation(PG_SIMPLE_COMMIT)
+        self.assertWithheldFrom("postgresql", stream, start)
+
+    def test_extendedCommitIsWithheldFromItsExecute(self) -> None:
+        """
+        psycopg 3's pipeline (Parse, Bind, Describe, Execute, Sync): the
+        server may get the COMMIT's Parse, Bind and Describe, which do not
+        commit, but not its Execute, on which it would.
+        """
+        stream, start = pg_conversation(PG_PARSE_COMMIT + PG_SYNC)
+        execute = start + len(PG_PARSE_COMMIT) - len(pg_execute())
+        self.assertWithheldFrom("postgresql", stream, execute)
+
+    def test_pg8000CommitIsWithheldFromItsExecute(self) -> None:
+        """
+        pg8000's three round trips: the first two (Parse; Describe, Bind)
+        reach the server, the third (Execute, Flush, Sync) does not.
+        """
+        stream, start = pg_conversation(PG8000_COMMIT_PREPARED + pg_execute() + PG_FLUSH + PG_SYNC)
+        self.assertWithheldFrom("postgresql", stream, start + len(PG8000_COMMIT_PREPARED))
+
+    def test_mysqlCommitIsWithheldWhole(self) -> None:
+        """
+        PyMySQL's C{commit()}: the COM_QUERY COMMIT packet, and all after
+        it, never reaches the server.
+        """
+        stream, start = my_conversation()
+        self.assertWithheldFrom("mysql", stream, start, greeting=MY_GREETING)
+
+    def test_detectedProtocolsAreCutTheSame(self) -> None:
+        """
+        A proxy told no protocol withholds COMMIT just the same in either.
+        """
+        stream, start = pg_conversation(PG_SIMPLE_COMMIT)
+        self.assertWithheldFrom(None, stream, start)
+        stream, start = my_conversation()
+        self.assertWithheldFrom(None, stream, start, greeting=MY_GREETING)
+
+    def test_armedProxyHoldsBackOnlyUnfinishedMessages(self) -> None:
+        """
+        Armed, the proxy forwards each message as soon as it is complete,
+        and holds back the first bytes of one not yet complete; a session
+        without COMMIT all reaches the server and the cut stays armed.
+        """
+        messages = [PG_STARTUP, pg(b"Q", b"BEGIN\0"), pg_parse(b"SELECT 1"), pg_bind(), pg_execute(), PG_SYNC]
+        stream = b"".join(messages)
+        ends = [sum(map(len, messages[:i])) for i in range(len(messages) + 1)]
+        for i in range(len(stream) + 1):
+            proxied = _Proxied("postgresql")
+            cut = proxied.proxy.cut_before_commit()
+            proxied.send([stream[:i]])
+            complete = max(end for end in ends if end <= i)
+            self.assertEqual(proxied.server.value(), stream[:complete], i)
+            proxied.send([stream[i:]])
+            self.assertEqual(proxied.server.value(), stream, i)
+            self.assertFalse(proxied.closed or cut.called, i)
+
+    def test_unarmedProxyForwardsEveryByteAtOnce(self) -> None:
+        """
+        Unarmed, the proxy holds nothing back: each piece is forwarded as
+        it comes, COMMIT included.
+        """
+        stream, _ = pg_conversation(PG_SIMPLE_COMMIT)
+        for pieces in splits(stream):
+            proxied = _Proxied("postgresql")
+            sent = b""
+            for piece in pieces:
+                proxied.send([piece])
+                sent += piece
+                self.assertEqual(proxied.server.value(), sent, pieces)
+            self.assertFalse(proxied.closed)
+
+    def test_cancelledCutForwardsWhatItHeld(self) -> None:
+        """
+        Cancelling the cut while a COMMIT is half received disarms it: the
+        held bytes are forwarded with the rest, and nothing is closed.
+        """
+        stream, start = pg_conversation(PG_SIMPLE_COMMIT)
+        proxied = _Proxied("postgresql")
+        cut = proxied.proxy.cut_before_commit()
+        proxied.send([stream[:start + 3]])
+        self.assertEqual(proxied.server.value(), stream[:start])
+        cut.cancel()
+        self.failureResultOf(cut, defer.CancelledError)
+        proxied.send([stream[start + 3:]])
+        self.assertEqual(proxied.server.value(), stream)
+        self.assertFalse(proxied.closed)
+
+    def test_commitBegunBeforeArmingIsCutShort(self) -> None:
+        """
+        When the cut is armed after the first bytes of a COMMIT were
+        forwarded, the rest is withheld: the server never gets the whole
+        message, so never executes it.
+        """
+        stream, start = pg_conversation(PG_SIMPLE_COMMIT)
+        proxied = _Proxied("postgresql")
+        proxied.send([stream[:start + 3]])
+        cut = proxied.proxy.cut_before_commit()
+        proxied.send([stream[start + 3:]])
+        self.assertEqual(proxied.server.value(), stream[:start + 3])
+        self.assertTrue(proxied.closed)
+        self.assertIsNone(self.successResultOf(cut))
+
+    def test_cutAfterCommitForwardsTheCommitAtEverySplit(self) -> None:
+        """
+        Its twin, C{cut_after_commit}, forwards exactly up to the end of
+        the COMMIT, and cuts when the server's reply comes, firing with
+        C{True}.
+        """
+        stream, start = pg_conversation(PG_SIMPLE_COMMIT)
+        for pieces in splits(stream):
+            proxied = _Proxied("postgresql")
+            cut = proxied.proxy.cut_after_commit()
+            proxied.send(pieces)
+            self.assertEqual(proxied.server.value(), stream[:start + len(PG_SIMPLE_COMMIT)], pieces)
+            self.assertFalse(proxied.closed or cut.called)
+            proxied.back.dataReceived(pg(b"C", b"COMMIT\0") + pg(b"Z", b"I"))
+            self.assertEqual(proxied.client.value(), b"")
+            self.assertTrue(proxied.closed)
+            self.assertTrue(self.successResultOf(cut))
+
+
 # --- the proxy's TCP behaviour, against an echo server ---------------------
 
 
@@ -395,12 +693,13 @@ class _Peer(protocol.Protocol):
 
 
 class _EchoServer(protocol.ServerFactory):
-    def __init__(self) -> None:
+    def __init__(self, echo: bool = True) -> None:
+        self.echo = echo
         self.peers: List[_Peer] = []
 
     def buildProtocol(self, addr: Any) -> _Peer:
         peer = _Peer()
-        peer.echo = True
+        peer.echo = self.echo
         self.peers.append(peer)
         return peer
 
@@ -642,17 +941,55 @@ class FaultProxyTCPTests(TestCase):
         yield client.lost
         self.assertEqual(proxy.connections, 0)
 
-    def test_cutAfterCommitIsOneShotAndCancellable(self) -> None:
+    def test_cutsAreOneShotAndCancellable(self) -> None:
         """
-        Arming twice is an error; cancelling the Deferred disarms.
+        Arming a cut, after or before COMMIT, while one of either kind is
+        armed is an error; cancelling the Deferred disarms; C{armed} says
+        which is armed.
         """
-        cut = self.proxy.cut_after_commit()
-        self.assertRaises(RuntimeError, self.proxy.cut_after_commit)
-        cut.cancel()
-        self.failureResultOf(cut, defer.CancelledError)
-        again = self.proxy.cut_after_commit()
-        again.cancel()
-        self.failureResultOf(again, defer.CancelledError)
+        arms: List[Tuple[Callable[[], defer.Deferred[Any]], str]] = [
+            (self.proxy.cut_after_commit, "after-commit"),
+            (self.proxy.cut_before_commit, "before-commit"),
+        ]
+        for arm, kind in arms:
+            cut = arm()
+            self.assertEqual(self.proxy.armed, kind)
+            self.assertRaises(RuntimeError, self.proxy.cut_after_commit)
+            error = self.assertRaises(RuntimeError, self.proxy.cut_before_commit)
+            self.assertIn(kind.replace("-", "_"), str(error))
+            cut.cancel()
+            self.failureResultOf(cut, defer.CancelledError)
+            self.assertIsNone(self.proxy.armed)
+            again = arm()
+            again.cancel()
+            self.failureResultOf(again, defer.CancelledError)
+
+    @defer.inlineCallbacks
+    def test_cutBeforeCommitClosesBothSidesWithFIN(self) -> Any:
+        """
+        Over TCP, C{cut_before_commit} forwards what comes before the
+        COMMIT, then closes the client's and the server's side cleanly;
+        the cut fires once both are closed.
+        """
+        silent = _EchoServer(echo=False)
+        listening = reactor.listenTCP(0, silent, interface="127.0.0.1")
+        self.addCleanup(listening.stopListening)
+        proxy = self.startProxy(listening.getHost().port, protocol="postgresql")
+        client = yield self.connect(proxy)
+        yield wait_until_async(lambda: len(silent.peers) == 1, what="the server's connection")
+        server_side = silent.peers[0]
+        # closed by the cleanups too, should the test fail
+        self.echo.peers.append(server_side)
+        stream, start = pg_conversation(PG_SIMPLE_COMMIT)
+        cut = proxy.cut_before_commit()
+        client.transport.write(stream)
+        reasons = yield defer.gatherResults([client.lost, server_side.lost])
+        for reason in reasons:
+            self.assertIsInstance(reason, error.ConnectionDone)
+        self.assertEqual(server_side.received, stream[:start])
+        self.assertEqual(client.received, b"")
+        self.assertIsNone((yield cut))
+        self.assertEqual(proxy.connections, 0)
 
 
 # --- each fault proved with a real driver and server -----------------------
@@ -668,6 +1005,8 @@ class _DatabaseFaultsMixin(TestCase):
     driver_name: ClassVar[str]
     protocol: ClassVar[str]
     create_table: ClassVar[str]
+    #: SQL that answers the session's id on the server
+    session_id: ClassVar[str]
 
     TABLE = "txreconnect_proxy_cut"
 
@@ -683,6 +1022,12 @@ class _DatabaseFaultsMixin(TestCase):
         return proxy
 
     def count_rows(self, tag: str) -> int:
+        raise NotImplementedError
+
+    def session_open(self, session: int) -> bool:
+        """
+        @return: whether the server still has the session C{session}.
+        """
         raise NotImplementedError
 
     def assertDisconnectError(self, exc: BaseException) -> None:
@@ -811,6 +1156,36 @@ class _DatabaseFaultsMixin(TestCase):
         return self.cutAndCheck(self.startProxy(None))
 
     @defer.inlineCallbacks
+    def test_cutBeforeCommitLosesTheCommitAndTheRowIsRolledBack(self) -> Any:
+        """
+        With C{cut_before_commit} armed after an INSERT, C{commit()} fails
+        with a disconnect, and the server, which never got the COMMIT,
+        rolls the row back when it sees its client gone: the client cannot
+        know its transaction failed.
+        """
+        conn = yield self.connect()
+        yield self.execute(conn, self.create_table % (self.TABLE,))
+        session = yield self.execute(conn, self.session_id)
+        tag = uuid.uuid4().hex
+        yield self.execute(conn, "INSERT INTO %s VALUES ('%s')" % (self.TABLE, tag), commit=False)
+        cut = self.proxy.cut_before_commit()
+        yield self.assertDisconnects(threads.deferToThread(conn.commit))
+        yield self.assertRolledBackByTheCut(cut, session, tag)
+
+    @defer.inlineCallbacks
+    def assertRolledBackByTheCut(self, cut: defer.Deferred[None], session: int, tag: str) -> Any:
+        """
+        The cut closed the connection of the server's session C{session};
+        once the server has ended it, the row tagged C{tag} is not stored.
+        """
+        yield cut
+        yield threads.deferToThread(
+            wait_until, lambda: not self.session_open(session), what="the server to end the cut session"
+        )
+        count = yield threads.deferToThread(self.count_rows, tag)
+        self.assertEqual(count, 0)
+
+    @defer.inlineCallbacks
     def test_blackholeBlocksAQueryUntilHealDeliversIt(self) -> Any:
         """
         A query sent into the black hole gets no answer (the driver has no
@@ -885,10 +1260,14 @@ class _PostgresFaultsMixin(_DatabaseFaultsMixin):
     server_class = PostgresServer
     protocol = "postgresql"
     create_table = "CREATE TABLE IF NOT EXISTS %s (tag text)"
+    session_id = "SELECT pg_backend_pid()"
 
     def count_rows(self, tag: str) -> int:
         sql = "SELECT count(*) FROM %s WHERE tag = '%s'" % (self.TABLE, tag)
         return int(self.server.admin_sql(sql, database=self.server.database))  # type: ignore[call-arg]
+
+    def session_open(self, session: int) -> bool:
+        return int(self.server.admin_sql("SELECT count(*) FROM pg_stat_activity WHERE pid = %d" % (session,))) > 0
 
 
 class Pg8000ProxyTests(_PostgresFaultsMixin):
@@ -914,11 +1293,14 @@ class PostgresProxyTests(_PostgresFaultsMixin):
     driver_name = "psycopg2"
 
     @defer.inlineCallbacks
-    def test_cutAfterCommitInAPsycopgPipeline(self) -> Any:
+    def psycopgPipeline(self) -> Any:
         """
-        psycopg 3 in pipeline mode sends COMMIT with the extended protocol
-        (Parse, Bind, Execute, then Sync): the proxy cuts after the Sync,
-        and the row is committed.
+        A psycopg 3 connection through the proxy, with the table.
+
+        @return: the driver, the connection, and a function that INSERTs a
+            tag and commits, in pipeline mode: psycopg then sends COMMIT
+            with the extended protocol (Parse, Bind, Describe, Execute,
+            then Sync).
         """
         psycopg = require_driver("psycopg")
         kwargs = self.server.connect_kwargs("psycopg", port=self.proxy.port)
@@ -926,16 +1308,38 @@ class PostgresProxyTests(_PostgresFaultsMixin):
         self.addCleanup(threads.deferToThread, close_quietly, conn)
         yield threads.deferToThread(conn.execute, self.create_table % (self.TABLE,))
         yield threads.deferToThread(conn.commit)
-        tag = uuid.uuid4().hex
-        cut = self.proxy.cut_after_commit()
 
-        def insertInPipeline() -> None:
+        def insertInPipeline(tag: str) -> None:
             with conn.pipeline():
                 conn.execute("INSERT INTO %s VALUES (%%s)" % (self.TABLE,), (tag,))
                 conn.commit()
 
-        yield self.assertFailure(threads.deferToThread(insertInPipeline), psycopg.OperationalError)
+        return psycopg, conn, insertInPipeline
+
+    @defer.inlineCallbacks
+    def test_cutAfterCommitInAPsycopgPipeline(self) -> Any:
+        """
+        psycopg 3 in pipeline mode sends COMMIT with the extended protocol:
+        the proxy cuts after the Sync, and the row is committed.
+        """
+        psycopg, _, insertInPipeline = yield self.psycopgPipeline()
+        tag = uuid.uuid4().hex
+        cut = self.proxy.cut_after_commit()
+        yield self.assertFailure(threads.deferToThread(insertInPipeline, tag), psycopg.OperationalError)
         yield self.assertCommittedDespiteTheCut(cut, tag)
+
+    @defer.inlineCallbacks
+    def test_cutBeforeCommitInAPsycopgPipeline(self) -> Any:
+        """
+        psycopg 3 in pipeline mode sends the INSERT and the COMMIT in one
+        batch: the proxy forwards the INSERT, withholds the COMMIT's
+        Execute, and the row is rolled back.
+        """
+        psycopg, conn, insertInPipeline = yield self.psycopgPipeline()
+        tag = uuid.uuid4().hex
+        cut = self.proxy.cut_before_commit()
+        yield self.assertFailure(threads.deferToThread(insertInPipeline, tag), psycopg.OperationalError)
+        yield self.assertRolledBackByTheCut(cut, conn.info.backend_pid, tag)
 
 
 class MariaDBProxyTests(_DatabaseFaultsMixin):
@@ -943,10 +1347,15 @@ class MariaDBProxyTests(_DatabaseFaultsMixin):
     driver_name = "pymysql"
     protocol = "mysql"
     create_table = "CREATE TABLE IF NOT EXISTS %s (tag VARCHAR(64)) ENGINE=InnoDB"
+    session_id = "SELECT CONNECTION_ID()"
 
     def count_rows(self, tag: str) -> int:
         sql = "SELECT count(*) FROM `%s`.%s WHERE tag = '%s'" % (self.server.database, self.TABLE, tag)
         return int(self.server.admin_sql(sql))
+
+    def session_open(self, session: int) -> bool:
+        sql = "SELECT count(*) FROM information_schema.PROCESSLIST WHERE ID = %d" % (session,)
+        return int(self.server.admin_sql(sql)) > 0
 
     def assertDisconnectError(self, exc: BaseException) -> None:
         """

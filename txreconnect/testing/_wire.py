@@ -2,25 +2,32 @@
 Reading a database session's wire protocol as it passes, to find the
 client's COMMITs: the PostgreSQL frontend protocol and the MySQL /
 MariaDB client protocol, for L{FaultProxy
-<txreconnect.testing.proxy.FaultProxy>}'s C{cut_after_commit}.
+<txreconnect.testing.proxy.FaultProxy>}'s C{cut_after_commit} and
+C{cut_before_commit}.
 
 The detectors frame the client's messages as they pass, without holding
-any back:
+any back; each COMMIT has two points in the stream: where the message
+that makes the server execute it starts (for C{cut_before_commit}), and
+where the message after which the server answers it ends (for
+C{cut_after_commit}):
 
   - PostgreSQL: after the untyped startup packets (StartupMessage, and the
     SSLRequest / GSSENCRequest that libpq sends first, answered C{N} by a
     server without encryption), each message is a type byte and an int32
     length.  A COMMIT is a simple Query (C{Q}) whose text is a COMMIT, or,
     in the extended protocol, an Execute (C{E}) of a portal bound (C{B})
-    to a statement parsed (C{P}) from a COMMIT, complete at the next Sync
-    (C{S}), whatever else comes between: libpq and psycopg 3 send C{P B D
-    E S} at once, pg8000 C{P H S}, C{D H S B H}, C{E H S} in three round
-    trips.  The detector follows the prepared statements and the portals
+    to a statement parsed (C{P}) from a COMMIT, which the server executes
+    (and commits) as soon as it has the Execute, and answers at the next
+    Sync (C{S}), whatever else comes between: libpq and psycopg 3 send
+    C{P B D E S} at once, pg8000 C{P H S}, C{D H S B H}, C{E H S} in three
+    round trips.  The detector follows the prepared statements and the portals
     by name, as the server does (Close (C{C}) and a simple Query forget
     them).
   - MySQL / MariaDB: each packet is a 3-byte little-endian length and a
     sequence id.  Every command starts a new sequence (id 0), so a COMMIT
-    is a packet with id 0 holding COM_QUERY (C{0x03}) and a COMMIT text.
+    is a packet with id 0 holding COM_QUERY (C{0x03}) and a COMMIT text,
+    which the server executes and answers as soon as it has the whole
+    packet (as PostgreSQL does a simple Query).
   - A statement is a COMMIT when it is C{COMMIT}, optionally followed by
     C{WORK} or C{TRANSACTION}, C{AND [NO] CHAIN} and C{[NO] RELEASE}, in any
     case, with whitespace, comments and one semicolon around it.  Several
@@ -63,6 +70,12 @@ _COMMIT = re.compile(
 #: statement or portal with a longer name
 _CAPTURE = 4096
 
+#: what a complete message means, as C{_Framer._end} says it: the server
+#: executes a COMMIT on receiving it; the server answers a COMMIT once it
+#: has received it
+_EXECUTES = 1
+_ANSWERS = 2
+
 
 def is_commit(sql: bytes) -> bool:
     """
@@ -87,15 +100,31 @@ class _Framer:
 
     @ivar opaque: the stream can no longer be read (encrypted, compressed or
         not understood); it is no longer framed.
+    @ivar commit_start: after L{feed}, the offset in the data it was given
+        of the first byte of the first message completed in it that makes
+        the server execute a COMMIT (negative when that message began in
+        earlier data), or C{None}.
     """
 
     opaque = False
+    commit_start: Optional[int] = None
 
     def __init__(self) -> None:
         self._header = bytearray()
         self._remaining: Optional[int] = None
         self._body = bytearray()
         self._capture = 0
+        # bytes of the message being framed received so far, header
+        # included
+        self._partial = 0
+
+    @property
+    def unfinished(self) -> int:
+        """
+        How many of the last bytes fed belong to a message not yet
+        complete: 0 between messages, and once the stream is opaque.
+        """
+        return 0 if self.opaque else self._partial
 
     def _header_size(self) -> int:
         raise NotImplementedError
@@ -110,30 +139,34 @@ class _Framer:
         """
         raise NotImplementedError
 
-    def _end(self, header: bytes, body: bytes) -> bool:
+    def _end(self, header: bytes, body: bytes) -> int:
         """
         A message is complete.
 
-        @return: whether it is a COMMIT the server executes now.
+        @return: what it means for a COMMIT: C{_EXECUTES} and C{_ANSWERS},
+            or'ed, or 0.
         """
         raise NotImplementedError
 
     def feed(self, data: bytes) -> Optional[int]:
         """
-        Frame the next bytes of the stream.
+        Frame the next bytes of the stream, and set L{commit_start}.
 
         @return: the offset in C{data} just past the first message of it
-            that completes a COMMIT, or C{None}.
+            after which the server answers a COMMIT, or C{None}.
         """
         found: Optional[int] = None
+        self.commit_start = None
         pos = 0
         while not self.opaque:
             if self._remaining is None:
                 need = self._header_size() - len(self._header)
                 if pos >= len(data):
                     break
-                self._header += data[pos:pos + need]
-                pos += min(need, len(data) - pos)
+                taken = min(need, len(data) - pos)
+                self._header += data[pos:pos + taken]
+                pos += taken
+                self._partial += taken
                 if len(self._header) < self._header_size():
                     break
                 self._remaining = self._start(bytes(self._header))
@@ -144,16 +177,20 @@ class _Framer:
             if len(self._body) < self._capture:
                 self._body += data[pos:pos + min(take, self._capture - len(self._body))]
             pos += take
+            self._partial += take
             self._remaining -= take
             if self._remaining:
                 break
-            commit = self._end(bytes(self._header), bytes(self._body))
-            if commit and found is None:
+            meaning = self._end(bytes(self._header), bytes(self._body))
+            if meaning & _EXECUTES and self.commit_start is None:
+                self.commit_start = pos - self._partial
+            if meaning & _ANSWERS and found is None:
                 found = pos
             self._header.clear()
             self._body.clear()
             self._remaining = None
             self._capture = 0
+            self._partial = 0
         return found
 
 
@@ -201,11 +238,11 @@ class _PostgresFrontend(_Framer):
             self._capture = _CAPTURE
         return length - 4
 
-    def _end(self, header: bytes, body: bytes) -> bool:
+    def _end(self, header: bytes, body: bytes) -> int:
         if self.state == "startup":
             if len(body) < 4:
                 self.opaque = True
-                return False
+                return 0
             (code,) = struct.unpack("!i", body[:4])
             if code in self._ENCRYPTION_REQUESTS:
                 self.state = "awaiting"
@@ -214,20 +251,21 @@ class _PostgresFrontend(_Framer):
             else:
                 # CancelRequest or unknown: nothing to frame.
                 self.opaque = True
-            return False
+            return 0
         kind = header[:1]
         if kind == b"S":
             # Sync: the server has executed everything before it and
             # answers.
             commit, self._pending_commit = self._pending_commit, False
-            return commit
+            return _ANSWERS if commit else 0
         if kind == b"Q":
             # Query: the SQL text.  It destroys the unnamed statement and
             # the unnamed portal.
             self._commit_statements.discard(b"")
             self._commit_portals.pop(b"", None)
-            return body.endswith(b"\0") and is_commit(body[:-1])
-        if kind == b"P":
+            if body.endswith(b"\0") and is_commit(body[:-1]):
+                return _EXECUTES | _ANSWERS
+        elif kind == b"P":
             # Parse: statement name, SQL text, parameter types.  It
             # replaces the unnamed statement.
             fields = body.split(b"\0", 2)
@@ -244,12 +282,15 @@ class _PostgresFrontend(_Framer):
             elif len(fields) >= 2:
                 self._commit_portals.pop(fields[0], None)
         elif kind == b"E":
-            # Execute: portal name, row limit.  A COMMIT ends the
-            # transaction, which closes every portal.
+            # Execute: portal name, row limit.  The server runs a
+            # transaction-control statement at once (it does not wait for
+            # the Sync); a COMMIT ends the transaction, which closes every
+            # portal.
             fields = body.split(b"\0", 1)
             if len(fields) == 2 and fields[0] in self._commit_portals:
                 self._pending_commit = True
                 self._commit_portals.clear()
+                return _EXECUTES
         elif kind == b"C":
             # Close: 'S' and a statement name (which closes the portals
             # bound to it too), or 'P' and a portal name.
@@ -261,7 +302,7 @@ class _PostgresFrontend(_Framer):
                         del self._commit_portals[portal]
             elif len(fields) == 2 and body[:1] == b"P":
                 self._commit_portals.pop(fields[0], None)
-        return False
+        return 0
 
     def server_data(self, data: bytes) -> None:
         if self.state == "awaiting" and data:
@@ -291,7 +332,7 @@ class _MySQLClient(_Framer):
             self._capture = _CAPTURE
         return length
 
-    def _end(self, header: bytes, body: bytes) -> bool:
+    def _end(self, header: bytes, body: bytes) -> int:
         if self._first:
             # The handshake response (or the SSL request that precedes
             # TLS): its first four bytes are the client's capabilities.
@@ -300,18 +341,18 @@ class _MySQLClient(_Framer):
             if flags & (self.CLIENT_SSL | self.CLIENT_COMPRESS | self.CLIENT_ZSTD_COMPRESSION):
                 self.opaque = True
             self._query_attributes = bool(flags & self.CLIENT_QUERY_ATTRIBUTES)
-            return False
+            return 0
         length = header[0] | header[1] << 8 | header[2] << 16
         if header[3] != 0 or length == 0xFFFFFF or body[:1] != bytes([self.COM_QUERY]):
-            return False
+            return 0
         sql = body[1:]
         if self._query_attributes:
             # Parameter count and parameter set count (length-encoded);
             # only a query without attributes can be a plain COMMIT.
             if sql[:2] != b"\x00\x01":
-                return False
+                return 0
             sql = sql[2:]
-        return is_commit(sql)
+        return _EXECUTES | _ANSWERS if is_commit(sql) else 0
 
     def server_data(self, data: bytes) -> None:
         pass
@@ -335,12 +376,35 @@ class _CommitDetector:
         """
         return self._framer is not None and self._framer.opaque
 
+    @property
+    def commit_start(self) -> Optional[int]:
+        """
+        After L{feed_client}: the offset in the data it was given of the
+        first byte of the first message, completed in that data, on which
+        the server executes a COMMIT (the simple Query or COM_QUERY, or the
+        extended protocol's Execute), or C{None}.  It is negative when that
+        message began in data fed earlier.
+        """
+        return None if self._framer is None else self._framer.commit_start
+
+    @property
+    def unfinished(self) -> int:
+        """
+        How many of the last bytes fed by L{feed_client} belong to a
+        message not yet complete (0 between messages, or once the session
+        is L{opaque}): withhold those and no message reaches the server
+        unread.
+        """
+        return 0 if self._framer is None else self._framer.unfinished
+
     def feed_client(self, data: bytes) -> Optional[int]:
         """
-        Read the next bytes the client sends.
+        Read the next bytes the client sends, and set L{commit_start}.
 
         @return: the offset in C{data} just past the first message in it
-            that makes the server commit, or C{None}.
+            after which the server has executed a COMMIT and answers it
+            (the simple Query or COM_QUERY, or the Sync after the extended
+            protocol's Execute), or C{None}.
         """
         assert self._framer is not None
         return self._framer.feed(data)
@@ -362,7 +426,7 @@ class PostgresCommitDetector(_CommitDetector):
     A COMMIT is a simple Query whose text is a COMMIT (as psycopg2 and
     psycopg send for C{commit()}), or an Execute of a portal bound to a
     statement parsed from a COMMIT (psycopg's pipeline mode, pg8000),
-    complete at the next Sync.
+    executed on the Execute and answered at the next Sync.
     """
 
     protocol = "postgresql"

@@ -15,6 +15,9 @@ Faults
   - L{FaultProxy.cut_after_commit}: let the next COMMIT through, withhold
     the server's reply, and close the connection: the transaction is
     committed but the client cannot know it.
+  - L{FaultProxy.cut_before_commit}: withhold the next COMMIT and close
+    the connection: the transaction is rolled back, and again the client
+    cannot know it.
 
 Use in your own trial tests
 ===========================
@@ -50,8 +53,11 @@ thread, as adbapi does, since the proxy needs the reactor thread.
 
 How the protocols are read
 ==========================
-The proxy forwards every byte at once, and finds COMMITs by framing the
-client's messages as they pass (L{txreconnect.testing._wire} says how,
+The proxy forwards every byte at once (but while L{cut_before_commit
+<FaultProxy.cut_before_commit>} is armed it holds back a client's
+unfinished message until it is complete, to judge it before the server
+can execute it), and finds COMMITs by framing the client's messages as
+they pass (L{txreconnect.testing._wire} says how,
 for PostgreSQL and for MySQL / MariaDB).  A statement is a COMMIT when it
 is C{COMMIT}, optionally followed by C{WORK} or C{TRANSACTION}, C{AND
 [NO] CHAIN} and C{[NO] RELEASE}, in any case, with whitespace, comments
@@ -228,6 +234,10 @@ class _Back(_Side, ProxyClient):
 
     def dataReceived(self, data: bytes) -> None:
         front = self.front
+        if front.severed:
+            # Cut before COMMIT: both sides are closing, and what the server
+            # still says (answers to what came before the COMMIT) is lost.
+            return
         front.detector.feed_server(data)
         if front.cutting:
             _log.info(
@@ -289,6 +299,11 @@ class _Front(_Side, ProxyServer):
         self.cutting = False
         self.replied = False
         self.cut: Optional[defer.Deferred[bool]] = None
+        # The COMMIT was withheld; both sides are closing.
+        self.severed = False
+        # What the client sent that is not forwarded yet: the start of an
+        # unfinished message, while a cut before COMMIT is armed.
+        self.held = bytearray()
 
     def connectionMade(self) -> None:
         self._begin()
@@ -324,31 +339,70 @@ class _Front(_Side, ProxyServer):
             self.connect()
 
     def dataReceived(self, data: bytes) -> None:
-        if self.cutting:
-            _log.info(
-                "FaultProxy {proxy}: discarded {n} bytes the client sent after COMMIT",
-                proxy=self.proxy.port,
-                n=len(data),
-            )
+        if self.cutting or self.severed:
+            self._discarded(len(data), "after COMMIT")
             return
         end = self.detector.feed_client(data)
-        assert self.back is not None
-        if end is not None and self.proxy._cut is not None:
-            self.cut, self.proxy._cut = self.proxy._cut, None
+        start = self.detector.commit_start
+        back = self.back
+        assert back is not None
+        proxy = self.proxy
+        # Offsets in data become offsets in held.
+        held = self.held
+        base = len(held)
+        held += data
+        if proxy._cut is not None and proxy._cut_before:
+            if start is not None:
+                # A COMMIT that began before the cut was armed may be
+                # partly forwarded: the server never gets all of it.
+                self._sever(max(base + start, 0))
+                return
+            # Hold an unfinished message back until it can be judged.
+            send = len(held) - min(self.detector.unfinished, len(held))
+        elif end is not None and proxy._cut is not None:
+            self.cut, proxy._cut = proxy._cut, None
             self.cutting = True
             _log.info(
                 "FaultProxy {proxy}: COMMIT seen; forwarding it and withholding the reply",
-                proxy=self.proxy.port,
+                proxy=proxy.port,
             )
-            if end < len(data):
-                _log.info(
-                    "FaultProxy {proxy}: discarded {n} bytes the client sent after COMMIT",
-                    proxy=self.proxy.port,
-                    n=len(data) - end,
-                )
-            self.back.transport.write(data[:end])
-            return
-        self.back.transport.write(data)
+            self._discarded(len(data) - end, "after COMMIT")
+            send = base + end
+            del held[send:]
+        else:
+            send = len(held)
+        back.transport.write(bytes(held[:send]))
+        del held[:send]
+
+    def _sever(self, start: int) -> None:
+        """
+        Forward what is held up to C{start}, where the COMMIT begins, and
+        close both sides; fire the armed cut once both are closed.
+        """
+        proxy, back, held = self.proxy, self.back, self.held
+        assert proxy._cut is not None and back is not None
+        cut, proxy._cut = proxy._cut, None
+        self.severed = True
+        _log.info(
+            "FaultProxy {proxy}: COMMIT seen; withholding it and cutting the connection",
+            proxy=proxy.port,
+        )
+        self._discarded(len(held) - start, "from COMMIT on")
+        back.transport.write(bytes(held[:start]))
+        del held[:]
+        closed = defer.gatherResults([self.when_closed(), back.when_closed()])
+        closed.addCallback(lambda _: cut.callback(None))
+        self.close()
+        back.close()
+
+    def _discarded(self, n: int, which: str) -> None:
+        if n:
+            _log.info(
+                "FaultProxy {proxy}: discarded {n} bytes the client sent {which}",
+                proxy=self.proxy.port,
+                n=n,
+                which=which,
+            )
 
     def _stop_connecting(self) -> None:
         if self.connector is not None:
@@ -390,7 +444,8 @@ class FaultProxy:
     """
     A TCP proxy on 127.0.0.1 in front of a database server, running in the
     caller's reactor, that drops, resets, black-holes or refuses
-    connections, or cuts one right after the client sends COMMIT.
+    connections, or cuts one right after or right before the server gets
+    a client's COMMIT.
 
     The faults act on the connections the proxy holds when they are called
     (and, for L{blackhole} and L{refuse}, on the ones that come while they
@@ -418,9 +473,9 @@ class FaultProxy:
         @param reactor: a reactor providing C{IReactorTCP} and
             C{IReactorTime}; the global reactor by default.
         @param protocol: the wire protocol, C{"postgresql"} or C{"mysql"},
-            so that L{cut_after_commit} can find COMMITs; C{None} tells
-            them apart on each connection (the PostgreSQL client speaks
-            first, the MySQL server does).
+            so that L{cut_after_commit} and L{cut_before_commit} can find
+            COMMITs; C{None} tells them apart on each connection (the
+            PostgreSQL client speaks first, the MySQL server does).
         @raise ValueError: C{protocol} is not one of those.
         """
         if protocol is not None and protocol not in PROTOCOLS:
@@ -439,7 +494,9 @@ class FaultProxy:
         self.blackholed = False
         self._listening: Any = None
         self._sides: Set[_Side] = set()
-        self._cut: Optional[defer.Deferred[bool]] = None
+        # the armed cut, and whether it is before the COMMIT
+        self._cut: Optional[defer.Deferred[Any]] = None
+        self._cut_before = False
         # IDelayedCall that ends the refuse window
         self._refuse_call: Any = None
         self._refuse_ended: List[defer.Deferred[None]] = []
@@ -470,8 +527,9 @@ class FaultProxy:
     def stop(self) -> defer.Deferred[None]:
         """
         Stop listening, abort every connection still open, and end any
-        L{refuse} window (an armed L{cut_after_commit} stays pending: cancel
-        its Deferred to disarm it).
+        L{refuse} window (an armed L{cut_after_commit} or
+        L{cut_before_commit} stays pending: cancel its Deferred to disarm
+        it).
 
         @return: a Deferred that fires once the port is closed and every
             connection is closed; for C{addCleanup}.
@@ -620,18 +678,77 @@ class FaultProxy:
             closed, with C{True} if the server's reply arrived (and was
             withheld), C{False} if the connection ended before any reply.
             Cancel it to disarm the fault.
-        @raise RuntimeError: a cut is already armed.
+        @raise RuntimeError: a cut (after or before COMMIT) is already
+            armed.
         """
-        if self._cut is not None:
-            raise RuntimeError("cut_after_commit is already armed on %r" % (self,))
+        cut: defer.Deferred[bool] = self._arm(before=False)
+        return cut
 
-        def disarm(d: defer.Deferred[bool]) -> None:
+    def cut_before_commit(self) -> defer.Deferred[None]:
+        """
+        Arm a one-shot fault, the twin of L{cut_after_commit}: the next time
+        a client sends COMMIT, on any connection, the proxy withholds it,
+        and everything after it, and closes the connection (FIN, both
+        sides) at once.  The server sees its client vanish in the middle of
+        a transaction and rolls it back; the client sees its connection
+        lost while COMMIT is in flight (its C{commit()} fails with a
+        disconnect), so it cannot know the transaction was not committed.
+
+        What the server receives of the client's last bytes:
+          - PostgreSQL, simple Query: everything before the C{Q} message
+            of the COMMIT, none of it.
+          - PostgreSQL, extended protocol: everything before the Execute
+            of the COMMIT's portal, which may include the Parse, Bind and
+            Describe of the COMMIT itself (they do not commit); not the
+            Execute (on which the server would commit at once), nor the
+            Sync or anything after it.
+          - MySQL / MariaDB: everything before the COM_QUERY packet of the
+            COMMIT, none of it.
+
+        To judge each message before the server can act on it, the proxy
+        holds back a client's unfinished message (its first bytes, until
+        the rest arrives) while this fault is armed.  A COMMIT whose first
+        bytes were forwarded before the fault was armed is still cut: the
+        server gets only that part of it, which it cannot execute.
+
+        See the module docstring for what counts as a COMMIT in each
+        protocol; encrypted or compressed sessions are never cut.
+
+        @return: a Deferred that fires with C{None} once both sides of the
+            cut connection are closed.  Cancel it to disarm the fault.
+        @raise RuntimeError: a cut (after or before COMMIT) is already
+            armed.
+        """
+        cut: defer.Deferred[None] = self._arm(before=True)
+        return cut
+
+    def _arm(self, before: bool) -> defer.Deferred[Any]:
+        if self._cut is not None:
+            raise RuntimeError("cut_%s is already armed on %r" % (str(self.armed).replace("-", "_"), self))
+
+        def disarm(d: defer.Deferred[Any]) -> None:
             if self._cut is d:
                 self._cut = None
 
         self._cut = defer.Deferred(disarm)
-        _log.info("FaultProxy {proxy}: armed to cut after the next COMMIT", proxy=self.port)
+        self._cut_before = before
+        _log.info(
+            "FaultProxy {proxy}: armed to cut {where} the next COMMIT",
+            proxy=self.port,
+            where="before" if before else "after",
+        )
         return self._cut
+
+    @property
+    def armed(self) -> Optional[str]:
+        """
+        The cut armed now: C{"after-commit"}, C{"before-commit"}, or
+        C{None} (also once a connection has met the COMMIT and is being
+        cut).
+        """
+        if self._cut is None:
+            return None
+        return "before-commit" if self._cut_before else "after-commit"
 
     # --- observation ---------------------------------------------------------
 
