@@ -185,8 +185,11 @@ class ProxyControlTests(TestCase):
         self.assertEqual(status["listen"], {"host": "127.0.0.1", "port": self.service.proxy.port})  # type: ignore[attr-defined]
         self.assertEqual(status["target"]["host"], "127.0.0.1")
         self.assertEqual(
-            {k: status[k] for k in ("connections", "blackholed", "refusing", "cut_armed", "cuts", "protocol")},
-            {"connections": 0, "blackholed": False, "refusing": False, "cut_armed": False, "cuts": 0, "protocol": None},
+            {k: status[k] for k in ("connections", "blackholed", "refusing", "cut_armed", "cut", "cuts", "protocol")},
+            {
+                "connections": 0, "blackholed": False, "refusing": False,
+                "cut_armed": False, "cut": None, "cuts": 0, "protocol": None,
+            },
         )
 
     @defer.inlineCallbacks
@@ -242,6 +245,25 @@ class ProxyControlTests(TestCase):
         self.assertEqual((body["disarmed"], body["status"]["cut_armed"]), (True, False))
         _, _, body = yield self.call("POST", "/disarm")
         self.assertFalse(body["disarmed"])
+
+    @defer.inlineCallbacks
+    def test_cutBeforeCommitArmsOnceForEitherKind(self) -> Any:
+        """
+        C{/cut-before-commit} arms the proxy's C{cut_before_commit}; while
+        it is armed, neither kind of cut can be armed (409); C{/disarm}
+        cancels it.
+        """
+        proxy = self.service.proxy  # type: ignore[attr-defined]
+        code, _, body = yield self.call("POST", "/cut-before-commit")
+        self.assertEqual((code, body["armed"], body["status"]["cut"]), (200, True, "before-commit"))
+        self.assertEqual(proxy.armed, "before-commit")
+        for path in ("/cut-before-commit", "/cut-after-commit"):
+            code, _, body = yield self.call("POST", path)
+            self.assertEqual(code, 409)
+            self.assertIn("/cut-before-commit is already armed", body["error"])
+        _, _, body = yield self.call("POST", "/disarm")
+        self.assertEqual((body["disarmed"], body["status"]["cut_armed"], body["status"]["cut"]), (True, False, None))
+        self.assertIsNone(proxy.armed)
 
 
 class TwistdProxyTests(SynchronousTestCase):

@@ -14,6 +14,7 @@ an error holds the proxy's C{status} after the request::
     POST /refuse?seconds=N       {"refusing_for": N, ...}          reset new connections for N s
                                                                    (seconds=0 ends a window)
     POST /cut-after-commit       {"armed": true, ...}              cut the next COMMIT's reply
+    POST /cut-before-commit      {"armed": true, ...}              withhold the next COMMIT and cut
     POST /disarm                 {"disarmed": true|false, ...}     cancel an armed cut
 
 C{/drop} and C{/reset} answer once every affected socket is closed, so
@@ -23,12 +24,14 @@ the fault has happened when the answer arrives.  The status is::
      "target": {"host": "db", "port": 5432},
      "protocol": "postgresql" | "mysql" | null,
      "connections": 2, "blackholed": false, "refusing": false,
-     "cut_armed": false, "cuts": 0}
+     "cut_armed": false, "cut": null, "cuts": 0}
 
-C{cuts} counts the connections cut after a COMMIT so far.  Errors are
-C{{"error": "..."}} with status 400 (a bad C{seconds}), 404 (an unknown
-path; the answer lists the paths), 405 (wrong method; C{Allow} says which)
-or 409 (C{/cut-after-commit} while a cut is already armed).
+C{cut} is the cut armed, C{"after-commit"} or C{"before-commit"}, or
+C{null}; C{cuts} counts the connections cut after or before a COMMIT so
+far.  Errors are C{{"error": "..."}} with status 400 (a bad C{seconds}),
+404 (an unknown path; the answer lists the paths), 405 (wrong method;
+C{Allow} says which) or 409 (C{/cut-after-commit} or C{/cut-before-commit}
+while a cut of either kind is already armed).
 
 The API has no authentication: bind it to a loopback address (the
 default for C{--control PORT}) or a UNIX socket.
@@ -74,7 +77,8 @@ class ControlResource(resource.Resource):
     The control API of one L{FaultProxy}; see the module docstring.
 
     @ivar proxy: the proxy it controls.
-    @ivar cuts: how many connections were cut after a COMMIT through it.
+    @ivar cuts: how many connections were cut after or before a COMMIT
+        through it.
     """
 
     isLeaf = True
@@ -88,7 +92,9 @@ class ControlResource(resource.Resource):
         self.proxy = proxy
         self.interface = interface
         self.cuts = 0
-        self._cut: Optional[defer.Deferred[bool]] = None
+        self._cut: Optional[defer.Deferred[Any]] = None
+        # "after-commit" or "before-commit", while _cut is set
+        self._cut_kind: Optional[str] = None
         # path -> (method, handler(request) -> JSON object or a Deferred of one)
         self._routes: Dict[bytes, Tuple[bytes, Callable[[server.Request], Any]]] = {
             b"/status": (b"GET", lambda request: {}),
@@ -97,7 +103,8 @@ class ControlResource(resource.Resource):
             b"/blackhole": (b"POST", self._blackhole),
             b"/heal": (b"POST", self._heal),
             b"/refuse": (b"POST", self._refuse),
-            b"/cut-after-commit": (b"POST", self._arm_cut),
+            b"/cut-after-commit": (b"POST", lambda request: self._arm_cut(before=False)),
+            b"/cut-before-commit": (b"POST", lambda request: self._arm_cut(before=True)),
             b"/disarm": (b"POST", self._disarm),
         }
 
@@ -116,12 +123,13 @@ class ControlResource(resource.Resource):
             "blackholed": proxy.blackholed,
             "refusing": proxy.refusing,
             "cut_armed": self._cut is not None,
+            "cut": self._cut_kind if self._cut is not None else None,
             "cuts": self.cuts,
         }
 
     def disarm(self) -> bool:
         """
-        Cancel an armed C{cut-after-commit}.
+        Cancel an armed C{cut-after-commit} or C{cut-before-commit}.
 
         @return: whether one was armed.
         """
@@ -227,18 +235,25 @@ class ControlResource(resource.Resource):
             return ended.addCallback(lambda _: {"refusing_for": 0})
         return {"refusing_for": seconds}
 
-    def _arm_cut(self, request: server.Request) -> Dict[str, Any]:
+    def _arm_cut(self, before: bool) -> Dict[str, Any]:
         if self._cut is not None:
-            raise _BadRequest(409, "a cut after COMMIT is already armed (POST /disarm cancels it)")
-        cut = self._cut = self.proxy.cut_after_commit()
+            raise _BadRequest(409, "/cut-%s is already armed (POST /disarm cancels it)" % (self._cut_kind,))
+        cut: defer.Deferred[Any]
+        cut = self._cut = self.proxy.cut_before_commit() if before else self.proxy.cut_after_commit()
+        self._cut_kind = "before-commit" if before else "after-commit"
 
-        def done(replied: bool) -> None:
+        def done(replied: Optional[bool]) -> None:
             if self._cut is cut:
                 self._cut = None
             self.cuts += 1
+            if before:
+                what = "it was withheld"
+            else:
+                what = "the reply was withheld" if replied else "it ended before any reply"
             _log.info(
-                "control: cut a connection after COMMIT ({what})",
-                what="the reply was withheld" if replied else "it ended before any reply",
+                "control: cut a connection {where} COMMIT ({what})",
+                where="before" if before else "after",
+                what=what,
             )
 
         cut.addCallbacks(done, lambda f: f.trap(defer.CancelledError))
