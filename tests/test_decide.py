@@ -6,7 +6,7 @@ combination of what can happen in a failed attempt.
 from __future__ import annotations
 
 import itertools
-from typing import Dict, Iterator, Tuple
+from typing import Dict, Iterator, Optional, Tuple
 
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -14,10 +14,12 @@ from txreconnect._decide import Attempt, Kind, Outcome, action, conflict_delay, 
 from txreconnect.errors import DisconnectionError, TransactionOutcomeUnknown, WrongServerError
 
 _D, _W, _O, _C = Kind.DISCONNECT, Kind.WRONG_SERVER, Kind.OTHER, Kind.CONFLICT
-P, R, RC, CR, U, S, G, GW = (
+P, R, RC, RS, OK, CR, U, S, G, GW = (
     Outcome.PASS_ON,
     Outcome.REPLAY,
     Outcome.RETRY_CONFLICT,
+    Outcome.RESOLVE_COMMIT,
+    Outcome.COMMITTED,
     Outcome.COMMIT_REFUSED,
     Outcome.OUTCOME_UNKNOWN,
     Outcome.STALLED,
@@ -26,37 +28,46 @@ P, R, RC, CR, U, S, G, GW = (
 )
 
 #: (kind, commit started, committed in autocommit?, idempotent, stalled,
-#: allowed) -> outcome.  "committed in autocommit?" is a statement sent in
+#: allowed, resolvable, committed) -> outcome.  "committed in autocommit?" is a statement sent in
 #: autocommit mode; "allowed" is (runInteraction or idempotent) and budget
 #: left: C{cp_conflict_retries} for a conflict, C{cp_replays} otherwise.
-_TABLE: Dict[Tuple[Kind, bool, bool, bool, bool, bool], Outcome] = {}
+_Key = Tuple[Kind, bool, bool, bool, bool, bool, bool, Optional[bool]]
+_TABLE: Dict[_Key, Outcome] = {}
 
 
-def _rows() -> Iterator[Tuple[Tuple[Kind, bool, bool, bool, bool, bool], Outcome]]:
-    # Errors that are not lost connections pass on, whatever else holds.
-    for rest in itertools.product([False, True], repeat=5):
-        yield (_O,) + rest, P  # type: ignore[misc]
-    for commit, auto, idem, stalled, allowed in itertools.product([False, True], repeat=5):
-        # A lost connection.
-        if not idem and (commit or auto):
-            disconnect = U
-        elif stalled:
-            disconnect = S
-        else:
-            disconnect = R if allowed else G
-        yield (_D, commit, auto, idem, stalled, allowed), disconnect
-        # A read-only server (never stalled: it answered).
-        if not idem and commit:
-            wrong = CR
-        elif not idem and auto:
-            wrong = U
-        else:
-            wrong = R if allowed else GW
-        yield (_W, commit, auto, idem, stalled, allowed), wrong
-        # A conflict: the server rolled back, so nothing was committed,
-        # even when it answered COMMIT; but in autocommit an earlier
-        # statement may have committed.
-        yield (_C, commit, auto, idem, stalled, allowed), RC if allowed and (idem or not auto) else P
+def _rows() -> Iterator[Tuple[_Key, Outcome]]:
+    for commit, auto, idem, stalled, allowed, resolvable in itertools.product([False, True], repeat=6):
+        for committed in (None, True, False):
+            rest = (commit, auto, idem, stalled, allowed, resolvable, committed)
+            # Errors that are not lost connections pass on, whatever else
+            # holds.
+            yield (_O,) + rest, P
+            # A lost connection.  A COMMIT in flight is resolved when it
+            # can be; once known not to have committed, it is as if it
+            # never started.
+            if not idem and auto:
+                disconnect = U
+            elif not idem and commit and committed is True:
+                disconnect = OK
+            elif not idem and commit and committed is None:
+                disconnect = RS if resolvable else U
+            elif stalled:
+                disconnect = S
+            else:
+                disconnect = R if allowed else G
+            yield (_D,) + rest, disconnect
+            # A read-only server (never stalled: it answered).
+            if not idem and commit:
+                wrong = CR
+            elif not idem and auto:
+                wrong = U
+            else:
+                wrong = R if allowed else GW
+            yield (_W,) + rest, wrong
+            # A conflict: the server rolled back, so nothing was committed,
+            # even when it answered COMMIT; but in autocommit an earlier
+            # statement may have committed.
+            yield (_C,) + rest, RC if allowed and (idem or not auto) else P
 
 
 _TABLE.update(_rows())
@@ -70,15 +81,28 @@ def _attempts() -> Iterator[Attempt]:
         for commit, sent, auto, idem, replayable, stalled in itertools.product([False, True], repeat=6):
             for replayed, replays in [(0, 0), (0, 1), (1, 1), (1, 2), (2, 2)]:
                 for conflicts, conflict_retries in [(0, 0), (0, 3), (2, 3), (3, 3)]:
-                    yield Attempt(
-                        kind, commit, sent, auto, idem, replayable, stalled, replayed, replays, conflicts, conflict_retries
-                    )
+                    for resolvable, committed in itertools.product([False, True], [None, True, False]):
+                        yield Attempt(
+                            kind,
+                            commit,
+                            sent,
+                            auto,
+                            idem,
+                            replayable,
+                            stalled,
+                            replayed,
+                            replays,
+                            conflicts,
+                            conflict_retries,
+                            resolvable,
+                            committed,
+                        )
 
 
 class DecideTests(SynchronousTestCase):
     def test_everyCombinationMatchesTheTable(self) -> None:
         """
-        Each of the 4 x 2**6 x 5 x 4 combinations gets the outcome the
+        Each of the 4 x 2**6 x 5 x 4 x 6 combinations gets the outcome the
         table gives for it.
         """
         seen = 0
@@ -94,24 +118,32 @@ class DecideTests(SynchronousTestCase):
                 attempt.idempotent,
                 attempt.stalled,
                 (attempt.replayable or attempt.idempotent) and budget,
+                attempt.resolvable,
+                attempt.committed,
             )
             self.assertEqual(decide(attempt), _TABLE[key], attempt)
             seen += 1
-        self.assertEqual(seen, 4 * 2**6 * 5 * 4)
-        self.assertEqual(len(_TABLE), 4 * 2**5)
+        self.assertEqual(seen, 4 * 2**6 * 5 * 4 * 6)
+        self.assertEqual(len(_TABLE), 4 * 2**6 * 3)
 
     def test_nothingThatMayHaveCommittedIsEverReplayed(self) -> None:
         """
         The rule that is the product: a call is replayed only if it is
-        marked idempotent, or if neither COMMIT nor an autocommit
-        statement was sent.
+        marked idempotent, or if no autocommit statement was sent and
+        COMMIT either was never sent or is known not to have committed;
+        and it succeeds after a lost connection only if its COMMIT is
+        known to have committed.
         """
         for attempt in _attempts():
             if decide(attempt) is Outcome.RETRY_CONFLICT:
                 self.assertTrue(attempt.idempotent or not (attempt.statement_sent and attempt.autocommit), attempt)
                 self.assertLess(attempt.conflicts, attempt.conflict_retries, attempt)
+            if decide(attempt) is Outcome.COMMITTED:
+                self.assertTrue(attempt.commit_started and attempt.committed is True, attempt)
             if decide(attempt) is Outcome.REPLAY:
-                may_have_committed = attempt.commit_started or (attempt.statement_sent and attempt.autocommit)
+                may_have_committed = (attempt.commit_started and attempt.committed is not False) or (
+                    attempt.statement_sent and attempt.autocommit
+                )
                 self.assertTrue(attempt.idempotent or not may_have_committed, attempt)
                 self.assertLess(attempt.replayed, attempt.replays, attempt)
                 self.assertIsNot(attempt.kind, Kind.OTHER, attempt)

@@ -59,6 +59,11 @@ class Outcome(enum.Enum):
     REPLAY = ("replay", None, "replays")
     #: run the call again, after a short backoff, on the same connection
     RETRY_CONFLICT = ("retry conflict", None, "conflict_retries")
+    #: ask the database, on a new connection, whether the COMMIT that was
+    #: in flight took effect; then decide again with the answer
+    RESOLVE_COMMIT = ("resolve commit", None, None)
+    #: the COMMIT in flight took effect: the call succeeded
+    COMMITTED = ("committed", None, None)
     #: the server refused COMMIT: nothing committed, but COMMIT was sent
     COMMIT_REFUSED = ("commit refused", WrongServerError, None)
     #: lost while the outcome was unknown: COMMIT in flight, or autocommit
@@ -98,6 +103,12 @@ class Attempt:
         conflict already.
     @ivar conflict_retries: how many times a call may be retried after a
         conflict (C{cp_conflict_retries}).
+    @ivar resolvable: whether the database can be asked whether a COMMIT
+        in flight took effect (C{cp_resolve_commits}, and the transaction
+        left its marker: it wrote, outside autocommit).
+    @ivar committed: what the database answered, once asked: C{True} (it
+        took effect), C{False} (it did not, and never will), or C{None}
+        (not asked, or no answer).
     """
 
     kind: Kind
@@ -111,6 +122,8 @@ class Attempt:
     replays: int = 1
     conflicts: int = 0
     conflict_retries: int = 0
+    resolvable: bool = False
+    committed: Optional[bool] = None
 
 
 def decide(attempt: Attempt) -> Outcome:
@@ -128,7 +141,10 @@ def decide(attempt: Attempt) -> Outcome:
       3. A call marked idempotent may always run again, budget allowing.
       4. A refused COMMIT is not replayed: COMMIT was sent.
       5. A call that may have committed (COMMIT in flight, or a statement
-         sent in autocommit) is never replayed.
+         sent in autocommit) is never replayed.  But a COMMIT in flight
+         whose outcome the database can tell is resolved first: if it took
+         effect the call succeeded; if it did not, the call is treated as
+         one whose COMMIT never started.
       6. A call that ran into the stall bound is not replayed: the
          network path is suspect and the caller has waited long enough.
       7. Otherwise the call is replayed if it may be and budget is left.
@@ -149,10 +165,14 @@ def decide(attempt: Attempt) -> Outcome:
     if not attempt.idempotent:
         if wrong and attempt.commit_started:
             return Outcome.COMMIT_REFUSED
-        if attempt.commit_started or (attempt.statement_sent and attempt.autocommit):
+        if attempt.statement_sent and attempt.autocommit:
             # Even on a read-only server: in autocommit, an earlier
             # statement may have committed before the server turned.
             return Outcome.OUTCOME_UNKNOWN
+        if attempt.commit_started and attempt.committed is not False:
+            if attempt.committed:
+                return Outcome.COMMITTED
+            return Outcome.RESOLVE_COMMIT if attempt.resolvable else Outcome.OUTCOME_UNKNOWN
     if attempt.stalled and not wrong:
         return Outcome.STALLED
     if (attempt.replayable or attempt.idempotent) and attempt.replayed < attempt.replays:
@@ -246,6 +266,10 @@ def action(outcome: Outcome, what: str, replayed: int, replays: int, stall_timeo
         return "replaying the %s (%d of %d)" % (what, replayed + 1, replays)
     if outcome is Outcome.RETRY_CONFLICT:
         return "retrying the %s after a short backoff" % (what,)
+    if outcome is Outcome.RESOLVE_COMMIT:
+        return "asking the database whether the %s's COMMIT took effect" % (what,)
+    if outcome is Outcome.COMMITTED:
+        return "its COMMIT took effect: the %s succeeded" % (what,)
     if outcome is Outcome.PASS_ON:
         return "passing the error on"
     if outcome is Outcome.COMMIT_REFUSED:

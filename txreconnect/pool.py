@@ -5,6 +5,7 @@ connections.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 import threading
@@ -24,6 +25,7 @@ from txreconnect._decide import Attempt, Kind, Outcome
 from txreconnect._options import count, flag, optional_seconds, sizes
 from txreconnect._outage import UP, Outage, describe
 from txreconnect._replay import is_idempotent
+from txreconnect._resolve import CommitMarkers, Marker
 from txreconnect._stats import Stats
 from txreconnect._watchdog import SocketId, Watchdog, socket_id
 from txreconnect.drivers import Driver, driver_for
@@ -33,6 +35,9 @@ from txreconnect.policy import FailFast, ReconnectPolicy
 __all__ = ["ReconnectingConnectionPool"]
 
 _T = TypeVar("_T")
+
+#: the counter of each answer of a commit resolution
+_RESOLVED = {True: "resolved_committed", False: "resolved_aborted", None: "resolve_failed"}
 
 #: what the log line says happened, by kind of error
 _INCIDENTS = {
@@ -50,6 +55,7 @@ _OWN_OPTIONS = (
     "stall_timeout",
     "follow_writer",
     "conflict_retries",
+    "resolve_commits",
 )
 
 #: conflicts further apart than this (seconds) are separate bursts, each
@@ -67,12 +73,18 @@ class _Connection(adbapi.Connection):
     @ivar statement_ran: whether a statement may have been sent.
     @ivar autocommit: whether the connection was in autocommit mode when
         the first statement was sent, or C{None} if not recorded.
+    @ivar marker: the marker the transaction left before COMMIT
+        (C{cp_resolve_commits}), or C{None}.
+    @ivar result: what the interaction returned, kept until its COMMIT
+        is through.
     """
 
     _connection: Any
     _pool: "ReconnectingConnectionPool"
     commit_started = False
     statement_ran = False
+    marker: Optional[Marker] = None
+    result: Any = None
     autocommit: Optional[bool] = None
 
     def __init__(self, pool: "ReconnectingConnectionPool") -> None:
@@ -97,6 +109,31 @@ class _Connection(adbapi.Connection):
     def commit(self) -> None:
         self.commit_started = True
         self._connection.commit()
+
+
+class _MarkingConnection(_Connection):
+    """
+    The connection wrapper of a pool with C{cp_resolve_commits}: a
+    transaction that ran a statement, outside autocommit, leaves its
+    marker just before COMMIT (see L{txreconnect._resolve}).  A pool
+    without the option never pays for the check.
+    """
+
+    def commit(self) -> None:
+        if self.statement_ran:
+            pool = self._pool
+            raw = self._connection
+            autocommit = self.autocommit
+            if autocommit is None:
+                autocommit = pool._driver.is_autocommit(raw)
+            markers = pool._markers
+            if not autocommit and markers is not None:
+                self.marker = markers.mark(pool, raw, _get_ident())
+        self.commit_started = True
+        self._connection.commit()
+        # Through: a marker describes only a COMMIT in flight (a function
+        # of runWithConnection may commit more than once).
+        self.marker = None
 
 
 class _Transaction(adbapi.Transaction):
@@ -140,11 +177,14 @@ class _Tries:
     an attempt fails.
     """
 
-    __slots__ = ("replayed", "conflicts")
+    __slots__ = ("replayed", "conflicts", "done", "result")
 
     def __init__(self) -> None:
         self.replayed = 0
         self.conflicts = 0
+        #: whether the call turned out to have succeeded after all
+        self.done = False
+        self.result: Any = None
 
 
 class _Birth:
@@ -176,6 +216,7 @@ def _interact(pool: Any, conn: _Connection, interaction: Callable[..., _T], args
         conn.statement_ran = True  # we cannot tell: assume the worst
     result = interaction(trans, *args, **kw)
     trans.close()
+    conn.result = result
     conn.commit()
     return result
 
@@ -187,6 +228,7 @@ def _with_connection(pool: Any, conn: _Connection, func: Callable[..., _T], args
     """
     conn.statement_ran = True  # the function uses the connection directly
     result = func(conn, *args, **kw)
+    conn.result = result
     conn.commit()
     return result
 
@@ -224,6 +266,15 @@ class ReconnectingConnectionPool(adbapi.ConnectionPool):
         the same connection.  Never in autocommit once a statement ran,
         nor for C{runWithConnection}, unless marked idempotent.  When the
         budget is spent the driver's error reaches the caller unchanged.
+      - C{cp_resolve_commits} (default C{False}): when the connection is
+        lost while COMMIT is in flight, ask the database, on a new
+        connection, whether the transaction committed, instead of raising
+        L{TransactionOutcomeUnknown}: if it did, the call succeeds with
+        the interaction's result; if it did not, it is replayed under the
+        usual rules.  Each transaction that wrote leaves a marker row, in
+        the table C{txreconnect_commits} (made on first use), as its last
+        statement before COMMIT: one more statement per transaction.
+        PostgreSQL and MySQL drivers only (see L{txreconnect._resolve}).
       - C{cp_follow_writer} (default C{True}): treat a write refused
         because the server is read-only (PostgreSQL SQLSTATE 25006; MySQL
         and MariaDB errors 1290 and 1836 when C{target_session_attrs} is
@@ -269,6 +320,8 @@ class ReconnectingConnectionPool(adbapi.ConnectionPool):
     ping_timeout = 10.0
     #: how many times a call may be retried after a conflict
     conflict_retries = 0
+    #: whether a COMMIT in flight when the connection was lost is resolved
+    resolve_commits = False
 
     connectionFactory = _Connection
     transactionFactory = _Transaction
@@ -301,10 +354,16 @@ class ReconnectingConnectionPool(adbapi.ConnectionPool):
         stall_timeout = optional_seconds("cp_stall_timeout", mine["stall_timeout"])
         follow_writer = flag("cp_follow_writer", mine["follow_writer"])
         conflict_retries = count("cp_conflict_retries", mine["conflict_retries"])
+        resolve_commits = flag("cp_resolve_commits", mine["resolve_commits"])
         # adbapi imports the module by the same name; it is cached.
         driver = driver_for(reflect.namedModule(dbapiName))
         given = {key: value for key, value in connkw.items() if not key.startswith("cp_")}
         wants_writer = driver.wants_writer(connargs, given)
+        if resolve_commits and not driver.commit_markers:
+            raise ConfigurationError(
+                "cp_resolve_commits needs a driver of a PostgreSQL or MySQL server that leaves commit "
+                "markers; %s has none" % (dbapiName,)
+            )
         defaults = driver.connect_defaults(connargs, given, stall_timeout)
         super().__init__(dbapiName, *connargs, **connkw)
         try:
@@ -314,6 +373,9 @@ class ReconnectingConnectionPool(adbapi.ConnectionPool):
             self.stall_timeout = stall_timeout
             self.follow_writer = follow_writer
             self.conflict_retries = conflict_retries
+            self.resolve_commits = resolve_commits
+            if resolve_commits and self.connectionFactory is _Connection:
+                self.connectionFactory = _MarkingConnection
             # The same ids as adbapi's threadable.getThreadID, without two
             # Python calls on the path of every call.
             self.threadID = _get_ident
@@ -361,6 +423,8 @@ class ReconnectingConnectionPool(adbapi.ConnectionPool):
     _wants_writer = False
     #: when (monotonic) the last conflict was seen
     _last_conflict = -math.inf
+    #: the commit markers of this process, with cp_resolve_commits
+    _markers: Optional[CommitMarkers] = None
 
     @cached_property
     def _driver(self) -> Driver:
@@ -406,6 +470,7 @@ class ReconnectingConnectionPool(adbapi.ConnectionPool):
         self._outage = Outage(lambda: repr(self), self._stats, self._driver.errors or (Exception,))
         self._watchdog = Watchdog(name=repr(self))
         self._last_conflict = -math.inf
+        self._markers = CommitMarkers() if self.resolve_commits else None
 
     def __repr__(self) -> str:
         connkw = getattr(self, "connkw", {})
@@ -484,6 +549,8 @@ class ReconnectingConnectionPool(adbapi.ConnectionPool):
                 tries = self._failed(error, conn, function, replay, tries, deadline, what)
                 if tries is None:
                     raise
+                if tries.done:
+                    return tries.result
             finally:
                 if watching:
                     watched.pop(tid, None)
@@ -534,21 +601,32 @@ class ReconnectingConnectionPool(adbapi.ConnectionPool):
         if autocommit is None:
             autocommit = self._driver.is_autocommit(raw)
         news = self._conflicted() if kind is Kind.CONFLICT else self._lost(raw, kind is Kind.WRONG_SERVER)
-        outcome = _decide.decide(
-            Attempt(
-                kind=kind,
-                commit_started=commit_started,
-                statement_sent=statement_sent,
-                autocommit=autocommit,
-                idempotent=is_idempotent(function),
-                replayable=replay,
-                stalled=deadline is not None and _monotonic() >= deadline,
-                replayed=tries.replayed,
-                replays=self.replays,
-                conflicts=tries.conflicts,
-                conflict_retries=self.conflict_retries,
-            )
+        marker: Optional[Marker] = getattr(conn, "marker", None)
+        attempt = Attempt(
+            kind=kind,
+            commit_started=commit_started,
+            statement_sent=statement_sent,
+            autocommit=autocommit,
+            idempotent=is_idempotent(function),
+            replayable=replay,
+            stalled=deadline is not None and _monotonic() >= deadline,
+            replayed=tries.replayed,
+            replays=self.replays,
+            conflicts=tries.conflicts,
+            conflict_retries=self.conflict_retries,
+            resolvable=marker is not None and marker.wrote,
+            # A transaction that wrote nothing has nothing to commit.
+            committed=False if marker is not None and not marker.wrote else None,
         )
+        outcome = _decide.decide(attempt)
+        cause = describe(error)
+        if outcome is Outcome.RESOLVE_COMMIT:
+            assert marker is not None and self._markers is not None
+            committed, why = self._markers.resolve(self, marker)
+            self._stats.add(_RESOLVED[committed])
+            outcome = _decide.decide(dataclasses.replace(attempt, resolvable=False, committed=committed))
+            if committed is None:
+                cause = "%s; the database could not tell whether it took effect: %s" % (cause, why)
         for counter in _decide.counters(outcome, tries.replayed):
             self._stats.add(counter)
         if kind is not Kind.CONFLICT or outcome is Outcome.RETRY_CONFLICT:
@@ -567,8 +645,12 @@ class ReconnectingConnectionPool(adbapi.ConnectionPool):
             return tries
         if outcome is Outcome.PASS_ON:
             return None
+        if outcome is Outcome.COMMITTED:
+            tries.done = True
+            tries.result = getattr(conn, "result", None)
+            return tries
         assert outcome.error is not None
-        raise outcome.error(_decide.message(outcome, what, describe(error), self.stall_timeout)) from error
+        raise outcome.error(_decide.message(outcome, what, cause, self.stall_timeout)) from error
 
     def _classify(self, error: BaseException, conn: _Connection, raw: Any) -> Kind:
         """
@@ -779,6 +861,8 @@ class ReconnectingConnectionPool(adbapi.ConnectionPool):
             self._driver.prepare(conn)
             if self.openfun is not None:
                 self.openfun(conn)
+            if self._markers is not None:
+                self._markers.prepare(self, conn, _get_ident())
         except BaseException:
             self._driver.close(conn)
             raise

@@ -60,7 +60,7 @@ C{cp_conflict_retries}; seconds for
 C{cp_health_check}, C{cp_max_lifetime} and C{cp_stall_timeout}, where
 C{none} or C{off} turns the feature off; C{true}/C{false} (also
 C{yes}/C{no}, C{on}/C{off}, C{1}/C{0}) for C{cp_noisy}, C{cp_reconnect}
-and C{cp_follow_writer}; text for C{cp_name} and C{cp_good_sql}.
+C{cp_follow_writer} and C{cp_resolve_commits}; text for C{cp_name} and C{cp_good_sql}.
 C{cp_policy=fail_fast} or C{cp_policy=wait} picks the reconnect policy,
 and C{cp_wait_initial_delay}, C{cp_wait_factor}, C{cp_wait_max_delay} and
 C{cp_wait_deadline} (seconds, or C{none}) tune L{WaitForDatabase}.
@@ -113,6 +113,7 @@ _POOL_OPTIONS: Dict[str, _convert.Converter] = {
     "cp_stall_timeout": _convert.seconds(allow_none=True),
     "cp_follow_writer": _convert.boolean,
     "cp_conflict_retries": _convert.integer(0),
+    "cp_resolve_commits": _convert.boolean,
 }
 
 #: pool options that are Python objects, given to from_url() instead

@@ -15,7 +15,7 @@ drivers txreconnect does not know.
 
 from __future__ import annotations
 
-from typing import Any, Callable, ClassVar, Dict, Mapping, Optional, Sequence, Tuple, Type
+from typing import Any, Callable, ClassVar, Dict, List, Mapping, Optional, Sequence, Tuple, Type
 
 from txreconnect._convert import Converter
 
@@ -85,6 +85,43 @@ def _mentions(message: str, fragments: Tuple[str, ...]) -> bool:
         if index >= 0 and not _QUOTES.intersection(line[:index]):
             return True
     return False
+
+
+def close_quietly(cursor: Any) -> None:
+    """
+    Close C{cursor}, ignoring any error (its connection may be dead).
+    """
+    try:
+        cursor.close()
+    except Exception:
+        pass
+
+
+def run_and_commit(connection: Any, statements: List[Tuple[str, Tuple[Any, ...]]]) -> None:
+    """
+    Run C{statements} (SQL and parameters) in one transaction on a raw
+    connection and commit it, rolling back if one fails.
+
+    @raise Exception: the driver's error.
+    """
+    cursor = connection.cursor()
+    try:
+        for sql, params in statements:
+            if params:
+                cursor.execute(sql, params)
+            else:
+                cursor.execute(sql)
+            if cursor.description is not None:
+                cursor.fetchall()
+        connection.commit()
+    except BaseException:
+        try:
+            connection.rollback()
+        except Exception:
+            pass
+        raise
+    finally:
+        close_quietly(cursor)
 
 
 class Driver:
@@ -237,6 +274,92 @@ class Driver:
         @return: whether C{exc} is such a conflict.
         """
         return False
+
+    # --- commit resolution (txreconnect._resolve) ---------------------------
+
+    #: whether this driver can leave and read commit markers
+    commit_markers: ClassVar[bool] = False
+
+    def create_commit_marker(self, connection: Any, table: str, key: str, create_table: bool) -> None:
+        """
+        Make the marker row C{key} (number 0) in C{table}, creating the
+        table first if C{create_table}, and commit.
+
+        @param connection: a new raw connection, not in use.
+        @raise NotImplementedError: the driver has no commit markers.
+        """
+        raise NotImplementedError("%s has no commit markers" % (self.name or "this driver",))
+
+    def mark_commit(self, connection: Any, table: str, key: str, number: int) -> Tuple[bool, Any]:
+        """
+        In the transaction about to COMMIT, set the marker row C{key} to
+        C{number}, if the transaction wrote anything.
+
+        @return: whether the marker was set, and the server's id of the
+            session (to end it later if need be), or C{None}.
+        @raise NotImplementedError: the driver has no commit markers.
+        """
+        raise NotImplementedError("%s has no commit markers" % (self.name or "this driver",))
+
+    def resolve_commit(
+        self, connection: Any, table: str, key: str, number: int, session: Any, wait: float
+    ) -> Tuple[Optional[bool], str]:
+        """
+        Tell whether the transaction that set the marker row C{key} to
+        C{number} committed, with a locking read of the row on a new
+        connection: once it returns, the transaction has ended.  If the
+        old session still holds the row after C{wait} seconds, end it
+        (L{_end_session}) and wait again.
+
+        @param connection: a new raw connection (the pool thread's own).
+        @param session: the old session's id, or C{None}.
+        @return: C{True} (committed), C{False} (not, and never will be) or
+            C{None} (cannot tell), and why.
+        @raise Exception: the driver's error if the connection fails.
+        """
+        for attempt in range(2):
+            try:
+                found = self._read_marker(connection, table, key, wait)
+            except Exception as error:
+                if not self._is_lock_timeout(error):
+                    raise
+                connection.rollback()
+                if attempt or session is None:
+                    break
+                self._end_session(connection, session)
+                continue
+            if found is None:
+                return None, "its marker row is gone"
+            if found == number:
+                return True, "its marker is committed"
+            if found < number:
+                return False, "its marker was not committed, and its session has ended"
+            return None, "its marker row holds a newer number (%d > %d)" % (found, number)
+        return None, "its session still held its transaction open after %.0f s" % (2 * wait,)
+
+    def _read_marker(self, connection: Any, table: str, key: str, wait: float) -> Optional[int]:
+        """
+        Read the marker row C{key} with a lock, waiting at most C{wait}
+        seconds for it, then end the transaction.
+
+        @return: its number, or C{None} if there is no such row.
+        @raise Exception: the driver's error; a lock wait timeout is one
+            that L{_is_lock_timeout} recognises.
+        """
+        raise NotImplementedError
+
+    def _is_lock_timeout(self, exc: BaseException) -> bool:
+        """
+        @return: whether C{exc} is the server giving up waiting for a lock.
+        """
+        return False
+
+    def _end_session(self, connection: Any, session: Any) -> None:
+        """
+        End the server session C{session} (its transaction is rolled back,
+        unless it already committed).
+        """
+        raise NotImplementedError
 
     def suspect(self, exc: BaseException) -> bool:
         """

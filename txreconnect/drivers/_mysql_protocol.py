@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any, Callable, ClassVar, Dict, FrozenSet, List, Mapping, Optional, Sequence, Tuple
 
 from txreconnect import _convert
-from txreconnect.drivers._base import Driver, _message
+from txreconnect.drivers._base import Driver, _message, close_quietly, run_and_commit
 from txreconnect.errors import ConfigurationError
 
 # Error numbers (args[0]) that mean the connection is gone.  Sources: the
@@ -66,6 +66,11 @@ DISCONNECT_CODES: FrozenSet[int] = frozenset(
 #     statement is rolled back, so the pool rolls the whole transaction
 #     back before running it again.
 CONFLICT_CODES: FrozenSet[int] = frozenset({1213, 1205})
+
+# ER_LOCK_WAIT_TIMEOUT, and ER_NO_SUCH_THREAD "Unknown thread id" (KILL of
+# a session that has already ended).
+_LOCK_WAIT_TIMEOUT = 1205
+_NO_SUCH_THREAD = 1094
 
 # Writes refused by a read-only server: ER_OPTION_PREVENTS_STATEMENT "The
 # server is running with the --read-only option so it cannot execute this
@@ -290,6 +295,79 @@ class MySQLProtocolDriver(Driver):
         @return: whether running the transaction again may succeed.
         """
         return isinstance(exc, self.errors) and _error_code(exc) in CONFLICT_CODES
+
+    # --- commit markers ----------------------------------------------------
+
+    commit_markers: ClassVar[bool] = True
+
+    def create_commit_marker(self, connection: Any, table: str, key: str, create_table: bool) -> None:
+        """
+        C{CREATE TABLE IF NOT EXISTS} (InnoDB), then the row with
+        C{INSERT IGNORE}, committed.
+        """
+        statements: List[Tuple[str, Tuple[Any, ...]]] = []
+        if create_table:
+            statements.append(
+                ("CREATE TABLE IF NOT EXISTS %s (id VARCHAR(64) PRIMARY KEY, n BIGINT NOT NULL) ENGINE=InnoDB" % (table,), ())
+            )
+        statements.append(("INSERT IGNORE INTO %s (id, n) VALUES (%%s, 0)" % (table,), (key,)))
+        run_and_commit(connection, statements)
+
+    def mark_commit(self, connection: Any, table: str, key: str, number: int) -> Tuple[bool, Any]:
+        """
+        Set the marker in every transaction that ran a statement: MySQL
+        has no cheap way to tell a transaction that wrote (a read-only
+        one then writes the marker row too), and return the connection's
+        id (C{thread_id()}, the server's C{CONNECTION_ID()}).
+        """
+        cursor = connection.cursor()
+        try:
+            cursor.execute("UPDATE %s SET n = %%s WHERE id = %%s" % (table,), (number, key))
+        finally:
+            close_quietly(cursor)
+        try:
+            session = int(connection.thread_id())
+        except Exception:
+            session = None
+        return True, session
+
+    def _read_marker(self, connection: Any, table: str, key: str, wait: float) -> Optional[int]:
+        """
+        C{SELECT ... FOR UPDATE} under a session C{innodb_lock_wait_timeout}
+        of C{wait}: a locking read reads the latest committed version
+        ("InnoDB Locking Reads").
+        """
+        cursor = connection.cursor()
+        try:
+            cursor.execute("SET SESSION innodb_lock_wait_timeout = %d" % (max(1, int(wait)),))
+            if self.is_autocommit(connection):
+                cursor.execute("START TRANSACTION")
+            try:
+                cursor.execute("SELECT n FROM %s WHERE id = %%s FOR UPDATE" % (table,), (key,))
+                rows = cursor.fetchall()
+            finally:
+                connection.rollback()
+                cursor.execute("SET SESSION innodb_lock_wait_timeout = DEFAULT")
+        finally:
+            close_quietly(cursor)
+        return int(rows[0][0]) if rows else None
+
+    def _is_lock_timeout(self, exc: BaseException) -> bool:
+        return isinstance(exc, self.errors) and _error_code(exc) == _LOCK_WAIT_TIMEOUT
+
+    def _end_session(self, connection: Any, session: Any) -> None:
+        """
+        C{KILL CONNECTION}: a user may kill its own sessions ("KILL
+        Statement").  One that has already ended is fine.
+        """
+        cursor = connection.cursor()
+        try:
+            cursor.execute("KILL CONNECTION %d" % (int(session),))
+        except self.errors as error:
+            if _error_code(error) != _NO_SUCH_THREAD:
+                raise
+        finally:
+            close_quietly(cursor)
 
     def _read_only(self, connection: Any) -> bool:
         """

@@ -10,9 +10,9 @@ L{Driver} at construction.
 
 from __future__ import annotations
 
-from typing import ClassVar, FrozenSet, Optional, Tuple
+from typing import Any, ClassVar, FrozenSet, List, Optional, Tuple
 
-from txreconnect.drivers._base import Driver
+from txreconnect.drivers._base import Driver, close_quietly, run_and_commit
 
 # SQLSTATEs that end the session, from PostgreSQL's "Appendix A. PostgreSQL
 # Error Codes" (https://www.postgresql.org/docs/current/errcodes-appendix.html).
@@ -51,6 +51,9 @@ READ_ONLY_SQL_TRANSACTION = "25006"
 # transactions due to serialization failures"; a deadlock's victim is
 # rolled back ("13.3.4. Deadlocks").  A serialization failure may also be
 # the answer to COMMIT under Serializable: nothing was committed.
+# lock_not_available: a lock wait ran past lock_timeout.
+_LOCK_NOT_AVAILABLE = "55P03"
+
 CONFLICT_SQLSTATES: FrozenSet[str] = frozenset(
     {
         "40001",  # serialization_failure
@@ -118,6 +121,70 @@ class PostgresDriver(Driver):
             a conflict.
         """
         return isinstance(exc, self.errors) and self._sqlstate(exc) in CONFLICT_SQLSTATES
+
+    # --- commit markers ----------------------------------------------------
+
+    commit_markers: ClassVar[bool] = True
+
+    def create_commit_marker(self, connection: Any, table: str, key: str, create_table: bool) -> None:
+        """
+        C{CREATE TABLE IF NOT EXISTS}, then the row, C{ON CONFLICT DO
+        NOTHING}, in one committed transaction.
+        """
+        statements: List[Tuple[str, Tuple[Any, ...]]] = []
+        if create_table:
+            statements.append(("CREATE TABLE IF NOT EXISTS %s (id TEXT PRIMARY KEY, n BIGINT NOT NULL)" % (table,), ()))
+        statements.append(("INSERT INTO %s (id, n) VALUES (%%s, 0) ON CONFLICT (id) DO NOTHING" % (table,), (key,)))
+        run_and_commit(connection, statements)
+
+    def mark_commit(self, connection: Any, table: str, key: str, number: int) -> Tuple[bool, Any]:
+        """
+        One statement: set the marker only if the transaction has a
+        transaction id, i.e. wrote (C{txid_current_if_assigned()}, which
+        assigns none to read-only work: "Transaction ID and Snapshot
+        Information Functions"), and return the backend's pid.
+        """
+        cursor = connection.cursor()
+        try:
+            cursor.execute(
+                "UPDATE %s SET n = %%s WHERE id = %%s AND txid_current_if_assigned() IS NOT NULL"
+                " RETURNING pg_backend_pid()" % (table,),
+                (number, key),
+            )
+            rows = cursor.fetchall()
+        finally:
+            close_quietly(cursor)
+        return (True, rows[0][0]) if rows else (False, None)
+
+    def _read_marker(self, connection: Any, table: str, key: str, wait: float) -> Optional[int]:
+        """
+        C{SELECT ... FOR UPDATE} under C{SET LOCAL lock_timeout}: in READ
+        COMMITTED, a row locked by another transaction is read again once
+        that one ends ("13.2.1. Read Committed Isolation Level").
+        """
+        cursor = connection.cursor()
+        try:
+            if self.is_autocommit(connection):
+                cursor.execute("BEGIN")
+            cursor.execute("SET LOCAL lock_timeout = %d" % (int(wait * 1000),))
+            cursor.execute("SELECT n FROM %s WHERE id = %%s FOR UPDATE" % (table,), (key,))
+            rows = cursor.fetchall()
+        finally:
+            close_quietly(cursor)
+        connection.rollback()
+        return int(rows[0][0]) if rows else None
+
+    def _is_lock_timeout(self, exc: BaseException) -> bool:
+        return isinstance(exc, self.errors) and self._sqlstate(exc) == _LOCK_NOT_AVAILABLE
+
+    def _end_session(self, connection: Any, session: Any) -> None:
+        """
+        C{pg_terminate_backend()}: allowed for a backend of the same role
+        ("Server Signaling Functions").  A backend waiting for a
+        synchronous standby after its COMMIT record was flushed ends with
+        the transaction committed locally.
+        """
+        run_and_commit(connection, [("SELECT pg_terminate_backend(%s)", (session,))])
 
     def _sqlstate(self, exc: BaseException) -> Optional[str]:
         """

@@ -1,0 +1,220 @@
+"""
+Commit resolution (C{cp_resolve_commits}) on real servers, through a
+L{FaultProxy}: a COMMIT whose reply was lost is resolved by asking the
+database, never guessed.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any, ClassVar, Dict, List, Type
+
+from twisted.internet import defer, reactor, threads
+from twisted.trial.unittest import TestCase
+
+from txreconnect import ConfigurationError, ReconnectingConnectionPool, TransactionOutcomeUnknown
+from txreconnect._resolve import TABLE
+from txreconnect.testing import (
+    FaultProxy,
+    MariaDBServer,
+    PostgresServer,
+    ThrowawayServer,
+    require_driver,
+    shared_server,
+)
+
+
+class _ResolveTestsMixin(TestCase):
+    server_class: ClassVar[Type[ThrowawayServer]]
+    driver_name: ClassVar[str]
+    #: whether a transaction that wrote nothing leaves no marker
+    knows_read_only: ClassVar[bool] = True
+
+    def setUp(self) -> Any:
+        self.driver = require_driver(self.driver_name)
+        self.server = shared_server(self, self.server_class)
+        self.proxy = FaultProxy(self.server.port)
+        self.proxy.start()
+        self.addCleanup(self.proxy.stop)
+        self.pool = self.make_pool(port=self.proxy.port, cp_resolve_commits=True)
+        self.direct = self.make_pool()
+        return self.direct.runInteraction(self._create_table)
+
+    def _create_table(self, txn: Any) -> None:
+        txn.execute("DROP TABLE IF EXISTS items")
+        txn.execute("CREATE TABLE items (id INTEGER PRIMARY KEY, note VARCHAR(100))")
+
+    def make_pool(self, port: Any = None, **kwargs: Any) -> ReconnectingConnectionPool:
+        options = dict(self.server.connect_kwargs(self.driver_name, port=port), cp_min=1, cp_max=1)
+        options.update(kwargs)
+        pool = ReconnectingConnectionPool(self.driver_name, **options)
+        pool.start()
+        self.addCleanup(pool.close)
+        return pool
+
+    @defer.inlineCallbacks
+    def count_rows(self, where: str = "") -> Any:
+        rows = yield self.direct.runQuery("SELECT count(*) FROM items " + where)
+        return rows[0][0]
+
+    def writer(self, runs: List[int], row: int) -> Any:
+        def write(txn: Any) -> str:
+            runs.append(row)
+            txn.execute("INSERT INTO items VALUES (%d, 'once')" % (row,))
+            return "stored %d" % (row,)
+
+        return write
+
+    @defer.inlineCallbacks
+    def test_commitCutAfterTheServerCommittedSucceeds(self) -> Any:
+        """
+        The connection is cut after COMMIT reached the server: the pool
+        asks, learns it committed, and the caller gets the interaction's
+        result; it ran once and the row exists once.
+        """
+        yield self.pool.runQuery("SELECT 1")
+        runs: List[int] = []
+        cut = self.proxy.cut_after_commit()
+        result = yield self.pool.runInteraction(self.writer(runs, 42))
+        self.assertTrue((yield cut))
+        self.assertEqual(result, "stored 42")
+        self.assertEqual(runs, [42])
+        self.assertEqual((yield self.count_rows("WHERE id = 42")), 1)
+        stats = self.pool.stats()
+        self.assertEqual((stats["resolved_committed"], stats["outcome_unknown"], stats["replays"]), (1, 0, 0))
+
+    @defer.inlineCallbacks
+    def test_commitCutBeforeItReachedTheServerIsReplayed(self) -> Any:
+        """
+        The COMMIT never reached the server: the pool asks, learns it did
+        not commit (and never will: its session ended), and replays the
+        interaction; the row exists once.
+        """
+        yield self.pool.runQuery("SELECT 1")
+        runs: List[int] = []
+        cut = self.proxy.cut_before_commit()
+        result = yield self.pool.runInteraction(self.writer(runs, 43))
+        yield cut
+        self.assertEqual(result, "stored 43")
+        self.assertEqual(runs, [43, 43])
+        self.assertEqual((yield self.count_rows("WHERE id = 43")), 1)
+        stats = self.pool.stats()
+        self.assertEqual((stats["resolved_aborted"], stats["replays"], stats["outcome_unknown"]), (1, 1, 0))
+
+    @defer.inlineCallbacks
+    def test_readOnlyTransactionNeedsNoResolving(self) -> Any:
+        """
+        A transaction that wrote nothing has nothing to commit: its COMMIT
+        cut is simply replayed, without asking (on PostgreSQL, which tells
+        a transaction that wrote; MySQL marks every transaction).
+        """
+        yield self.pool.runQuery("SELECT 1")
+        cut = self.proxy.cut_after_commit()
+        rows = yield self.pool.runQuery("SELECT count(*) FROM items")
+        self.assertTrue((yield cut))
+        self.assertEqual(rows[0][0], 0)
+        stats = self.pool.stats()
+        self.assertEqual(stats["outcome_unknown"], 0)
+        if self.knows_read_only:
+            self.assertEqual((stats["resolved_committed"], stats["resolved_aborted"], stats["replays"]), (0, 0, 1))
+        else:
+            self.assertEqual(stats["resolved_committed"], 1)
+
+    @defer.inlineCallbacks
+    def test_aFunctionThatCommittedBeforeItsConnectionWasLostNeverSucceeds(self) -> Any:
+        """
+        A C{runWithConnection} function that committed once, then lost its
+        connection before its last COMMIT, is not resolved as a success
+        from its first COMMIT's marker: the caller gets
+        L{TransactionOutcomeUnknown}.
+        """
+        yield self.pool.runQuery("SELECT 1")
+
+        def work(conn: Any) -> None:
+            cursor = conn.cursor()
+            cursor.execute("INSERT INTO items VALUES (46, 'first')")
+            conn.commit()
+            threads.blockingCallFromThread(reactor, self.proxy.drop)
+            cursor = conn.cursor()
+            cursor.execute("INSERT INTO items VALUES (47, 'second')")
+
+        yield self.assertFailure(self.pool.runWithConnection(work), TransactionOutcomeUnknown)
+        self.assertEqual((yield self.count_rows("WHERE id = 46")), 1)
+        self.assertEqual((yield self.count_rows("WHERE id = 47")), 0)
+        self.assertEqual(self.pool.stats()["resolved_committed"], 0)
+
+    @defer.inlineCallbacks
+    def test_withoutResolutionTheOutcomeStaysUnknown(self) -> Any:
+        """
+        Without C{cp_resolve_commits}, a commit cut is
+        L{TransactionOutcomeUnknown}, as before, and no marker table is
+        needed.
+        """
+        pool = self.make_pool(port=self.proxy.port)
+        yield pool.runQuery("SELECT 1")
+        cut = self.proxy.cut_after_commit()
+        yield self.assertFailure(pool.runInteraction(self.writer([], 44)), TransactionOutcomeUnknown)
+        self.assertTrue((yield cut))
+        self.assertEqual((yield self.count_rows("WHERE id = 44")), 1)
+
+    @defer.inlineCallbacks
+    def test_eachPoolThreadHasOneMarkerRow(self) -> Any:
+        """
+        The marker table holds one row per pool thread that connected.
+        """
+        yield self.pool.runInteraction(self.writer([], 45))
+        rows = yield self.direct.runQuery(
+            "SELECT count(*) FROM %s WHERE id LIKE %%s" % (TABLE,), (self.pool._markers.token + ":%",)
+        )
+        self.assertEqual(rows[0][0], 1)
+
+
+class _PostgresResolve(_ResolveTestsMixin):
+    server_class = PostgresServer
+
+
+class _MariaDBResolve(_ResolveTestsMixin):
+    server_class = MariaDBServer
+    knows_read_only = False
+
+
+class Psycopg2ResolveTests(_PostgresResolve):
+    driver_name = "psycopg2"
+
+
+class PsycopgResolveTests(_PostgresResolve):
+    driver_name = "psycopg"
+
+
+class Pg8000ResolveTests(_PostgresResolve):
+    driver_name = "pg8000"
+
+
+class PyMySQLResolveTests(_MariaDBResolve):
+    driver_name = "pymysql"
+
+
+class MySQLdbResolveTests(_MariaDBResolve):
+    driver_name = "MySQLdb"
+
+
+class OptionTests(TestCase):
+    def test_aDriverWithoutMarkersIsAConfigurationError(self) -> None:
+        """
+        sqlite3 (and any driver txreconnect does not know) cannot resolve
+        commits: asking for it is a L{ConfigurationError} naming the
+        option.
+        """
+        error = self.assertRaises(
+            ConfigurationError, ReconnectingConnectionPool, "sqlite3", ":memory:", cp_resolve_commits=True
+        )
+        self.assertIn("cp_resolve_commits", str(error))
+
+    def test_theOptionIsAFlag(self) -> None:
+        error = self.assertRaises(
+            ConfigurationError, ReconnectingConnectionPool, "sqlite3", ":memory:", cp_resolve_commits="yes"
+        )
+        self.assertIn("cp_resolve_commits", str(error))
+
+
+del _ResolveTestsMixin, _PostgresResolve, _MariaDBResolve

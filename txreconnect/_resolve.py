@@ -1,0 +1,152 @@
+"""
+Resolving a COMMIT whose reply was lost (C{cp_resolve_commits}).
+
+Each write transaction leaves a marker as its last statement before
+COMMIT: it sets the marker row of its pool thread, in a table of the
+pool's (L{TABLE}), to a number that grows with every transaction of the
+pool.  The marker is committed, or not, with the transaction's own
+writes: it is the same transaction.  It survives a crash exactly when
+they do, and it is replicated with them, so after a failover it is on
+the new primary exactly when they are.
+
+When the connection is lost while COMMIT is in flight, the pool opens a
+new connection (through host selection and its reconnect policy) and
+reads the marker row with a locking read.  The lock waits for the old
+session, if it is still alive (a COMMIT waiting for a synchronous
+standby): for a bounded time, then the pool ends that session and waits
+again.  Once the locking read returns, the old transaction has ended,
+and the number says whether it committed: it is this transaction's
+number (committed), or an older one (it never will).
+
+The marker row exists, committed, before the first marked transaction
+(L{CommitMarkers.prepare}): a locking read waits for a row lock, but not
+for a row that an uncommitted transaction inserted.
+
+What each database runs is in its driver's module
+(C{create_commit_marker}, C{mark_commit}, C{resolve_commit}).
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import uuid
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Optional, Set, Tuple
+
+from twisted.logger import Logger
+
+from txreconnect._outage import describe
+
+if TYPE_CHECKING:
+    from txreconnect.pool import ReconnectingConnectionPool
+
+__all__ = ["TABLE", "CommitMarkers", "Marker"]
+
+#: the table of markers, in the database the pool connects to
+TABLE = "txreconnect_commits"
+
+#: how long a locking read waits for the old session before the pool
+#: ends it, and again after (seconds)
+LOCK_WAIT = 5.0
+
+
+@dataclass(frozen=True)
+class Marker:
+    """
+    The marker one transaction left before its COMMIT.
+
+    @ivar key: its row: the pool's token and the pool thread.
+    @ivar number: the number it set.
+    @ivar session: the server's id of the session that set it (a
+        PostgreSQL backend pid, a MySQL connection id), to end it if it
+        still holds the row; C{None} if unknown.
+    @ivar wrote: whether the transaction wrote anything (and so set the
+        marker); if not, whether its COMMIT took effect does not matter.
+    """
+
+    key: str
+    number: int
+    session: Any
+    wrote: bool = True
+
+
+class CommitMarkers:
+    """
+    One pool's markers, in one process: a fresh token, and the numbers.
+    Used from pool threads.
+    """
+
+    _log = Logger()
+
+    def __init__(self) -> None:
+        self.token = uuid.uuid4().hex[:16]
+        self._numbers = itertools.count(1)
+        self._lock = threading.Lock()
+        self._table_ready = False
+        self._prepared: Set[int] = set()
+
+    def key(self, tid: int) -> str:
+        """
+        @param tid: a pool thread's id.
+        @return: that thread's marker row.
+        """
+        return "%s:%d" % (self.token, tid)
+
+    def prepare(self, pool: "ReconnectingConnectionPool", connection: Any, tid: int) -> None:
+        """
+        Make sure the table and this thread's row exist, committed, before
+        the thread's first marked transaction (once per thread).
+
+        @param pool: the pool, for its driver.
+        @param connection: the thread's new raw connection.
+        @param tid: the pool thread's id.
+        @raise Exception: the driver's error if the table cannot be made
+            (the connection attempt fails with it).
+        """
+        if tid in self._prepared:
+            return
+        with self._lock:
+            # One thread at a time: PostgreSQL's CREATE TABLE IF NOT EXISTS
+            # is not safe against itself.
+            pool._driver.create_commit_marker(connection, TABLE, self.key(tid), not self._table_ready)
+            self._table_ready = True
+        self._prepared.add(tid)
+
+    def mark(self, pool: "ReconnectingConnectionPool", connection: Any, tid: int) -> Marker:
+        """
+        Leave this transaction's marker, as its last statement before
+        COMMIT, if it wrote anything.
+
+        @return: the marker (C{wrote} false when the transaction wrote
+            nothing: then its COMMIT needs no resolving).
+        @raise Exception: the driver's error (the COMMIT is then not sent).
+        """
+        key = self.key(tid)
+        number = next(self._numbers)
+        wrote, session = pool._driver.mark_commit(connection, TABLE, key, number)
+        return Marker(key, number, session, wrote)
+
+    def resolve(self, pool: "ReconnectingConnectionPool", marker: Marker) -> Tuple[Optional[bool], str]:
+        """
+        Ask the database, on a new connection, whether the transaction that
+        left C{marker} committed.
+
+        @return: C{True} (it committed), C{False} (it did not and never
+            will), or C{None} (no answer), and why, in words.
+        """
+        try:
+            connection = pool.connect()
+        except Exception as error:
+            return None, "no new connection to ask on (%s)" % (describe(error),)
+        try:
+            return pool._driver.resolve_commit(connection, TABLE, marker.key, marker.number, marker.session, LOCK_WAIT)
+        except Exception as error:
+            if pool._driver.is_disconnect(error, connection):
+                pool._lost(connection)
+            else:
+                try:
+                    connection.rollback()
+                except Exception:
+                    pool._lost(connection)
+            return None, "asking failed (%s)" % (describe(error),)
