@@ -216,8 +216,11 @@ def _interact(pool: Any, conn: _Connection, interaction: Callable[..., _T], args
         conn.statement_ran = True  # we cannot tell: assume the worst
     result = interaction(trans, *args, **kw)
     trans.close()
-    conn.result = result
-    conn.commit()
+    try:
+        conn.commit()
+    except BaseException:
+        conn.result = result  # for a COMMIT that turns out to have taken effect
+        raise
     return result
 
 
@@ -228,8 +231,11 @@ def _with_connection(pool: Any, conn: _Connection, func: Callable[..., _T], args
     """
     conn.statement_ran = True  # the function uses the connection directly
     result = func(conn, *args, **kw)
-    conn.result = result
-    conn.commit()
+    try:
+        conn.commit()
+    except BaseException:
+        conn.result = result  # for a COMMIT that turns out to have taken effect
+        raise
     return result
 
 
