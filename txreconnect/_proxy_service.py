@@ -16,6 +16,7 @@ Point the application at port 6432 instead of the database, then::
     curl -s -X POST 'localhost:7000/refuse?seconds=30' # turn new clients away
     curl -s -X POST 'localhost:7000/refuse?seconds=0'  # ... and take them again
     curl -s -X POST localhost:7000/cut-after-commit    # lose the next COMMIT's reply
+    curl -s -X POST localhost:7000/cut-before-commit   # withhold the next COMMIT
     curl -s -X POST localhost:7000/disarm
 
 See L{txreconnect._proxy_control} for the answers.  C{--control PORT}
@@ -86,7 +87,7 @@ class Options(usage.Options):
       - C{--listen PORT} (default 0, any free port): where clients connect.
       - C{--interface ADDR} (default 127.0.0.1): the address to listen on.
       - C{--protocol postgresql|mysql} (default: tell per connection), to
-        find COMMITs for C{cut-after-commit}.
+        find COMMITs for C{cut-after-commit} and C{cut-before-commit}.
       - C{--control PORT|ENDPOINT} (default: none): serve the HTTP control
         API (L{txreconnect._proxy_control}) on 127.0.0.1:PORT, or on a
         Twisted server endpoint such as C{unix:/run/txreconnect.sock}.
