@@ -83,7 +83,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="concurrent clients per pool (default: 4)")
     parser.add_argument("--wait", type=_positive(float), metavar="SECONDS",
                         help="give txreconnect's pool cp_policy=WaitForDatabase(deadline=SECONDS): calls "
-                        "wait out an outage instead of failing fast (the default, FailFast())")
+                        "wait out an outage instead of failing fast (the default, FailFast()), and "
+                        "cp_resolve_commits=True on PostgreSQL and MySQL: a lost COMMIT is resolved")
     parser.add_argument("--seed", type=int, help="repeat a fault schedule (default: a random one, shown)")
     parser.add_argument("--log", metavar="FILE", help="write the log (the pools' warnings, adbapi's "
                         "tracebacks) to FILE; by default it is only counted")
@@ -123,6 +124,9 @@ def run(options: argparse.Namespace) -> int:
         site = _site(reactor, driver, connect_kwargs, server)
         if options.wait is not None:
             pool_kwargs["cp_policy"] = WaitForDatabase(deadline=options.wait)
+            # Ask the database about a lost COMMIT too, where the driver can.
+            if driver_class(driver).commit_markers:
+                pool_kwargs["cp_resolve_commits"] = True
         outcome: Dict[str, int] = {}
         try:
             task.react(_main, (site, options, pool_kwargs, seed, log, outcome))
