@@ -11,6 +11,7 @@ import random
 import threading
 import time
 from functools import cached_property
+from types import MappingProxyType
 from threading import get_ident as _get_ident
 from time import monotonic as _monotonic
 from typing import Any, Callable, Dict, List, Optional, Set, TypeVar
@@ -417,7 +418,10 @@ class ReconnectingConnectionPool(adbapi.ConnectionPool):
     #
     # A subclass whose __init__ does not call ours (Twisted's own tests do
     # this) still gets a pool that behaves like adbapi's: each piece of
-    # state below is made on first use.
+    # state below is made on first use, or, for what every call reads,
+    # is a harmless class-level default: a shadowed cached_property would
+    # make each read on the path of every call about three times slower
+    # (CPython cannot specialise the lookup).
 
     #: the pool generation: a disconnection seen by one thread makes every
     #: connection of an older generation suspect
@@ -432,13 +436,16 @@ class ReconnectingConnectionPool(adbapi.ConnectionPool):
     #: the commit markers of this process, with cp_resolve_commits
     _markers: Optional[CommitMarkers] = None
 
-    @cached_property
-    def _driver(self) -> Driver:
-        return driver_for(getattr(self, "dbapi", None))
-
-    @cached_property
-    def _births(self) -> Dict[int, _Birth]:
-        return {}
+    #: the driver's rules (a subclass that skips our __init__: generic
+    #: rules that know no error, as adbapi knows none)
+    _driver: Driver = Driver(None)
+    #: what the pool knows about each thread's connection (read-only here)
+    _births: Dict[int, _Birth] = MappingProxyType({})  # type: ignore[assignment]
+    #: the adbapi pool's connections by thread (read-only here)
+    connections: Dict[int, Any] = MappingProxyType({})  # type: ignore[assignment]
+    #: the stall watchdog (a subclass that skips our __init__: one that is
+    #: never started, since no connection of its is ever born)
+    _watchdog: Watchdog = Watchdog(name="txreconnect: no pool")
 
     @cached_property
     def _replacing(self) -> Set[int]:
@@ -455,14 +462,6 @@ class ReconnectingConnectionPool(adbapi.ConnectionPool):
     @cached_property
     def _outage(self) -> Outage:
         return Outage(lambda: repr(self), self._stats, self._driver.errors or (Exception,))
-
-    @cached_property
-    def _watchdog(self) -> Watchdog:
-        return Watchdog(name=repr(self))
-
-    @cached_property
-    def connections(self) -> Dict[int, Any]:  # type: ignore[override]
-        return {}
 
     def _new_process_state(self) -> None:
         """
@@ -729,7 +728,7 @@ class ReconnectingConnectionPool(adbapi.ConnectionPool):
         self._stats.add("wrong_server" if wrong_server else "disconnects")
         tid = _get_ident()
         birth = self._births.get(tid)
-        if self.connections.get(tid) is raw:
+        if raw is not None and self.connections.get(tid) is raw:
             self._discard(tid)
         else:
             self._driver.close(raw)
