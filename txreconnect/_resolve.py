@@ -34,8 +34,6 @@ import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Optional, Set, Tuple
 
-from twisted.logger import Logger
-
 from txreconnect._outage import describe
 
 if TYPE_CHECKING:
@@ -76,8 +74,6 @@ class CommitMarkers:
     One pool's markers, in one process: a fresh token, and the numbers.
     Used from pool threads.
     """
-
-    _log = Logger()
 
     def __init__(self) -> None:
         self.token = uuid.uuid4().hex[:16]
