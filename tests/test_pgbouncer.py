@@ -78,7 +78,8 @@ class _PgBouncerMixin(TestCase):
         @return: (a Deferred firing with) what each event cost, by event:
             its C{replays}, C{failures} (calls that failed),
             C{outcome_unknown} (of those, calls lost while COMMIT was in
-            flight) and C{disconnects} (lost connections the pool saw).
+            flight) and C{disconnects} (lost connections the pool saw),
+            counted once every thread has used its connection after it.
         """
         cost: Dict[str, Dict[str, int]] = {}
         counted = ("replays", "outcome_unknown", "disconnects")
@@ -89,6 +90,11 @@ class _PgBouncerMixin(TestCase):
                 before, failures = pool.stats(), len(load.failed)
                 yield threads.deferToThread(event)
                 yield load.wait_for_acks(30, RESUME_BOUND, "writes resuming after %s" % (name,))
+                # Writes resume on whichever threads are free, so a thread
+                # may not have met its broken connection yet; use every
+                # thread once, so that what this event broke is counted
+                # here and not under the next event.
+                yield warm(pool)
                 after = pool.stats()
                 cost[name] = {key: after[key] - before[key] for key in counted}
                 cost[name]["failures"] = len(load.failed) - failures
