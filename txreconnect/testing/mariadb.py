@@ -75,6 +75,15 @@ class MariaDBServer(ThrowawayServer):
             ]
         )
 
+    def _extra_options(self) -> List[str]:
+        """
+        Command-line options a subclass adds to every start, before
+        L{settings <ThrowawayServer.settings>} (which win over them).
+
+        @return: none here.
+        """
+        return []
+
     def _command(self, datadir: str) -> List[str]:
         argv = [
             _binary("mariadbd"),
@@ -92,6 +101,7 @@ class MariaDBServer(ThrowawayServer):
             "--innodb-flush-log-at-trx-commit=0",
             "--max-connections=200",
             *self._user_args(),
+            *self._extra_options(),
         ]
         for name, value in self.settings.items():
             argv.append("--%s=%s" % (name, value))
