@@ -69,6 +69,10 @@ class MariaDBServer(ThrowawayServer):
                 _binary("mariadb-install-db"),
                 "--no-defaults",
                 "--datadir=" + datadir,
+                # Its bootstrap server's temporary tables go here too, not
+                # into $TMPDIR: a server starting there removes every
+                # #sql* file it finds, another bootstrap's included.
+                "--tmpdir=" + self.directory,
                 "--auth-root-authentication-method=normal",
                 "--skip-test-db",
                 *self._user_args(),
