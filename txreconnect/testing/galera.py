@@ -506,9 +506,18 @@ class GaleraCluster(Owned):
         port stay up, as a network partition would: Galera's
         C{gmcast.isolate=1} closes its group connections and refuses new
         ones.  Returns once the node has left the primary component
-        (C{wsrep_ready=OFF}: it answers clients' statements on tables with
-        error 1047, C{WSREP has not yet prepared node for application
-        use}) and the other two form the primary component of two.
+        (C{wsrep_ready=OFF}, C{wsrep_cluster_status=non-Primary}, a
+        component of one) and the other two form the primary component of
+        two.
+
+        The isolated node still accepts connections, but answers
+        C{SELECT}s and writes on tables, C{BEGIN}, C{COMMIT} and
+        C{ROLLBACK} with error 1047, C{WSREP has not yet prepared node for
+        application use}; statements on no table (C{SELECT 1},
+        C{@@read_only}: 0), C{SHOW} and C{SET} work, and a session with
+        C{wsrep_dirty_reads=ON} may read.  A transaction open on it stays
+        open through a refused C{COMMIT}: once the node is healed, the next
+        C{COMMIT} on that connection commits it.
 
         Undo with L{heal_node}.
 
