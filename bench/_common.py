@@ -13,16 +13,18 @@ import os
 import platform
 import statistics
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from twisted.enterprise import adbapi
 from twisted.internet import defer, reactor, task, threads
 
+from bench._render import json_safe
 from txreconnect import ReconnectingConnectionPool, WaitForDatabase
 from txreconnect.testing import ThrowawayServer, warm
 
 __all__ = [
+    "CONTENDERS",
     "Contender",
     "CountingDBAPI",
     "Report",
@@ -65,6 +67,11 @@ class Settings:
     direct_rounds: int
     #: overhead: calls of the longer callgrind run (the shorter: a sixth)
     instruction_calls: int
+    #: resolve_cost: rounds per scenario, and the calls in flight
+    resolve_rounds: int
+    resolve_inflight: Tuple[int, ...]
+    #: resolve_cost: calls of the longer run under strace (the shorter: half)
+    round_trip_calls: int
     #: recovery: the databases (keys of L{Target}) it runs on
     recovery_databases: Tuple[str, ...]
     #: recovery: the pools' cp_max
@@ -102,6 +109,9 @@ class Settings:
             direct_calls=20000,
             direct_rounds=15,
             instruction_calls=1200,
+            resolve_rounds=250,
+            resolve_inflight=(1, 10),
+            round_trip_calls=200,
             recovery_databases=("postgres", "mariadb"),
             recovery_cp_max=10,
             idle_timeout=1.0,
@@ -129,6 +139,9 @@ class Settings:
             direct_calls=200,
             direct_rounds=2,
             instruction_calls=60,
+            resolve_rounds=2,
+            resolve_inflight=(1,),
+            round_trip_calls=10,
             recovery_databases=("postgres",),
             recovery_cp_max=4,
             idle_timeout=0.3,
@@ -237,6 +250,17 @@ OURS_WAIT = Contender(
     # A deadline, so that nothing in the benchmark can wait for ever.
     {"cp_policy": WaitForDatabase(deadline=60)},
 )
+OURS_RESOLVE = Contender(
+    "ours_resolve",
+    "ReconnectingConnectionPool(cp_resolve_commits=True)",
+    ReconnectingConnectionPool,
+    {"cp_resolve_commits": True},
+)
+
+#: every contender, by key (how a child process names its pool)
+CONTENDERS: Dict[str, Contender] = {
+    c.key: c for c in (ADBAPI, ADBAPI_RECONNECT, ADBAPI_CONTROL, OURS, OURS_HC0, OURS_NO_WATCHDOG, OURS_WAIT, OURS_RESOLVE)
+}
 
 
 class CountingDBAPI:
@@ -405,12 +429,35 @@ class Report:
     markdown: List[str] = field(default_factory=list)
     data: Dict[str, Any] = field(default_factory=dict)
 
+    @classmethod
+    def of_run(cls, name: str, settings: Settings, targets: Sequence[Target]) -> "Report":
+        """
+        @param name: the section's name (of its results files).
+        @param settings: what the run measures.
+        @param targets: the databases it measures.
+        @return: a report whose data holds what the section's text says
+            about the run: C{settings} (as a dict), C{labels} (each
+            target's, by key) and C{cpu_count}.
+        """
+        report = cls(name)
+        report.data["settings"] = asdict(settings)
+        report.data["labels"] = {t.key: t.label for t in targets}
+        report.data["cpu_count"] = os.cpu_count() or 0
+        return report
+
     def add(self, text: str) -> None:
         """
         Add a paragraph or a table, and print it at once.
         """
         self.markdown.append(text)
         print(text + "\n", flush=True)
+
+    def add_rendered(self, render: Callable[[Dict[str, Any]], str]) -> None:
+        """
+        Add what C{render} makes of the data, as the JSON keeps it (so that
+        the JSON renders to this very markdown).
+        """
+        self.add(render(json_safe(self.data)))
 
 
 def _cpu_model() -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from typing import Any, Dict, Iterable, Optional, Sequence
 
-__all__ = ["fmt_ms", "fmt_ratio", "json_safe", "markdown_file", "markdown_table"]
+__all__ = ["fmt_ci", "fmt_ms", "fmt_ratio", "json_safe", "markdown_file", "markdown_table"]
 
 
 def markdown_table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
@@ -42,6 +42,17 @@ def fmt_ratio(s: Dict[str, float]) -> str:
     @return: C{"0.99 (0.97–1.01)"}: the median and the min–max.
     """
     return "%.3f (%.3f–%.3f)" % (s["median"], s["min"], s["max"])
+
+
+def fmt_ci(s: Dict[str, float], bold: bool = False) -> str:
+    """
+    @param s: a L{bench._common.spread}.
+    @param bold: whether to set the median in bold.
+    @return: C{"0.990 (0.985–0.995)"}: the median and its 95% confidence
+        interval.
+    """
+    median = "**%.3f**" % (s["median"],) if bold else "%.3f" % (s["median"],)
+    return "%s (%.3f–%.3f)" % (median, s["ci_low"], s["ci_high"])
 
 
 def fmt_ms(seconds: Optional[float]) -> str:

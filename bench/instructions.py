@@ -9,7 +9,8 @@ cancels out).  The database's own work runs in the server, outside the
 count, as do system calls: the count is the client side's CPU cost.
 
 The child is this module run as a script (C{python -m bench.instructions
-SPEC}).  L{bench.overhead_tables} renders the numbers.
+SPEC}); L{bench.round_trips} runs it under strace.
+L{bench.overhead_tables} renders the numbers.
 """
 
 from __future__ import annotations
@@ -20,16 +21,14 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
-from twisted.enterprise import adbapi
 from twisted.internet import defer, reactor
 
-from bench._common import ADBAPI, OURS, Settings, Target
+from bench._common import ADBAPI, CONTENDERS, OURS, Settings, Target
 from bench.workloads import create_table, sqlite_openfun, workloads
-from txreconnect import ReconnectingConnectionPool
 
-__all__ = ["count", "measure", "not_measured"]
+__all__ = ["count", "measure", "not_measured", "per_call", "run_child"]
 
 
 def _child(spec: Dict[str, Any]) -> None:
@@ -37,12 +36,12 @@ def _child(spec: Dict[str, Any]) -> None:
     Run C{spec["calls"]} calls of one workload on one pool, then stop.
     """
     target = Target(spec["target"], "", spec["driver"], None)
-    kwargs = dict(spec["kwargs"], cp_min=1, cp_max=1)
+    contender = CONTENDERS[spec["pool"]]
+    kwargs = dict(spec["kwargs"], cp_min=1, cp_max=1, **contender.options)
     if spec["target"] == "sqlite":
         kwargs["cp_openfun"] = sqlite_openfun(target)
-    cls = ReconnectingConnectionPool if spec["pool"] == OURS.key else adbapi.ConnectionPool
-    pool = cls(spec["driver"], *spec["args"], **kwargs)
-    call = workloads(target)[spec["workload"]].call
+    pool = contender.cls(spec["driver"], *spec["args"], **kwargs)
+    call = workloads(target, [spec["workload"]])[spec["workload"]].call
 
     @defer.inlineCallbacks
     def main() -> Any:
@@ -57,46 +56,66 @@ def _child(spec: Dict[str, Any]) -> None:
     reactor.run()
 
 
+def run_child(tool: Sequence[str], spec: Dict[str, Any]) -> "subprocess.CompletedProcess[str]":
+    """
+    Run the child for C{spec} under C{tool}, from the repository's root,
+    with a fixed hash seed.
+
+    @param tool: the command line that runs the child, e.g. C{["valgrind",
+        "--tool=callgrind"]}.
+    @param spec: the child's target key, driver, C{connect()} arguments
+        (C{args}, C{kwargs}), pool key (of L{CONTENDERS}), workload key
+        and number of calls.
+    @return: what it did, with its output captured.
+    @raise RuntimeError: the child failed.
+    """
+    done = subprocess.run(
+        list(tool) + [sys.executable, "-m", "bench.instructions", json.dumps(spec)],
+        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+        # A fixed hash seed: with random ones the same code's count
+        # moves by about 1% from run to run (dict and set layouts).
+        env=dict(os.environ, PYTHONHASHSEED="0"),
+        capture_output=True,
+        text=True,
+    )
+    if done.returncode != 0:
+        raise RuntimeError("%s run failed (%s): %s" % (tool[0], done.returncode, done.stderr[-2000:]))
+    return done
+
+
 def count(spec: Dict[str, Any]) -> int:
     """
     Run the child for C{spec} under callgrind.
 
-    @param spec: the child's target key, driver, C{connect()} arguments
-        (C{args}, C{kwargs}), pool key, workload key and number of calls.
+    @param spec: as for L{run_child}.
     @return: the instructions the child executed.
     @raise RuntimeError: the child failed.
     """
     with tempfile.TemporaryDirectory(prefix="txreconnect-callgrind-") as tmp:
-        out = os.path.join(tmp, "callgrind.out")
-        done = subprocess.run(
-            [
-                "valgrind",
-                "--tool=callgrind",
-                "--callgrind-out-file=" + out,
-                sys.executable,
-                "-m",
-                "bench.instructions",
-                json.dumps(spec),
-            ],
-            cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-            # A fixed hash seed: with random ones the same code's count
-            # moves by about 1% from run to run (dict and set layouts).
-            env=dict(os.environ, PYTHONHASHSEED="0"),
-            capture_output=True,
-            text=True,
-        )
-        if done.returncode != 0:
-            raise RuntimeError("callgrind run failed (%s): %s" % (done.returncode, done.stderr[-2000:]))
-        for line in done.stderr.splitlines():
-            if "Collected :" in line:
-                return int(line.rsplit(":", 1)[1].strip())
+        done = run_child(["valgrind", "--tool=callgrind", "--callgrind-out-file=" + os.path.join(tmp, "callgrind.out")], spec)
+    for line in done.stderr.splitlines():
+        if "Collected :" in line:
+            return int(line.rsplit(":", 1)[1].strip())
     raise RuntimeError("callgrind printed no instruction count: %s" % (done.stderr[-2000:],))
 
 
-def _per_call(target: Target, pool: str, workload: str, calls: Tuple[int, int]) -> float:
+def per_call(
+    target: Target,
+    pool: str,
+    workload: str,
+    calls: Tuple[int, int],
+    counter: Callable[[Dict[str, Any]], int] = count,
+) -> float:
     """
-    @return: instructions per call of C{pool} on C{target}: the difference
-        between two runs of C{calls[0]} and C{calls[1]} calls.
+    @param target: the database.
+    @param pool: the pool's key (of L{CONTENDERS}).
+    @param workload: the workload's key.
+    @param calls: the calls of the shorter and of the longer run.
+    @param counter: what counts a child's run (L{count}, or another
+        L{run_child} under another tool).
+    @return: the count per call of C{pool} on C{target}: the difference
+        between the two runs, divided by the difference in calls (the
+        start-up cancels out).
     """
     args, kwargs = target.connect_args()
     base = {
@@ -107,7 +126,7 @@ def _per_call(target: Target, pool: str, workload: str, calls: Tuple[int, int]) 
         "pool": pool,
         "workload": workload,
     }
-    few, many = (count(dict(base, calls=n)) for n in calls)
+    few, many = (counter(dict(base, calls=n)) for n in calls)
     return (many - few) / (calls[1] - calls[0])
 
 
@@ -137,7 +156,7 @@ def measure(settings: Settings, targets: Sequence[Target]) -> List[Dict[str, Any
         if target.server is not None:
             create_table(target)
         for key in workloads(target):
-            counts = {pool: _per_call(target, pool, key, calls) for pool in (ADBAPI.key, OURS.key)}
+            counts = {pool: per_call(target, pool, key, calls) for pool in (ADBAPI.key, OURS.key)}
             ratio = counts[OURS.key] / counts[ADBAPI.key]
             raw.append({"target": target.key, "workload": key, "instructions_per_call": counts, "ratio": ratio})
             print(

@@ -27,7 +27,6 @@ the section's L{Report}; L{bench.overhead_tables} renders it.
 from __future__ import annotations
 
 import cProfile
-import dataclasses
 import gc
 import io
 import os
@@ -45,19 +44,16 @@ from bench._common import (
     OURS,
     OURS_HC0,
     OURS_NO_WATCHDOG,
-    Contender,
     Report,
     Settings,
     Target,
     clock,
     in_thread,
-    make_pool,
     rotation,
-    spread,
 )
 from bench._cpus import one_cpu
-from bench._render import fmt_ratio, json_safe
-from bench.workloads import Call, create_table, pool_options, workloads
+from bench.rounds import Window, close_pools, compare, make_pools, take_turns, window
+from bench.workloads import STEADY, create_table, workloads
 
 __all__ = ["per_call_cost", "profile", "run", "summary", "throughput"]
 
@@ -65,150 +61,33 @@ __all__ = ["per_call_cost", "profile", "run", "summary", "throughput"]
 GOAL_RATIO = 0.98
 
 
-class Window:
-    """
-    One measurement window of one pool.
-
-    @ivar rate: calls completed per second (wall clock).
-    @ivar cpu: this process's CPU seconds per call (every thread: the
-        reactor, the pool's threads): the client side's cost, which other
-        processes on the machine disturb far less than the wall clock.
-    """
-
-    __slots__ = ("rate", "cpu")
-
-    def __init__(self, rate: float, cpu: float) -> None:
-        self.rate = rate
-        self.cpu = cpu
-
-
-@defer.inlineCallbacks
-def window(pool: adbapi.ConnectionPool, call: Call, inflight: int, seconds: float) -> Any:
-    """
-    Keep C{inflight} calls in flight for C{seconds}.
-
-    @return: (a Deferred firing with) a L{Window}.
-    """
-    done = [0]
-    cpu = time.process_time()
-    started = clock()
-    end = started + seconds
-
-    @defer.inlineCallbacks
-    def lane(i: int) -> Any:
-        while clock() < end:
-            yield call(pool, i)
-            done[0] += 1
-
-    yield defer.gatherResults([lane(i) for i in range(inflight)], consumeErrors=True)
-    calls = max(1, done[0])
-    return Window(calls / (clock() - started), (time.process_time() - cpu) / calls)
-
-
-@defer.inlineCallbacks
-def _rounds(
-    pools: Dict[str, adbapi.ConnectionPool],
-    contenders: Sequence[Contender],
-    call: Call,
-    inflight: int,
-    rounds: int,
-    seconds: float,
-) -> Any:
-    """
-    Measure every pool once per round, in rotating order.
-
-    @return: (a Deferred firing with) the L{Window}s of each pool, by key.
-    """
-    found: Dict[str, List[Window]] = {c.key: [] for c in contenders}
-    for r in range(rounds):
-        for c in rotation(contenders, r):
-            gc.collect()
-            found[c.key].append((yield window(pools[c.key], call, inflight, seconds)))
-    return found
-
-
-def _paired(found: Dict[str, List[Window]], key: str, base: str) -> Dict[str, Dict[str, float]]:
-    """
-    @return: the spread of C{key}'s throughput ratio to C{base}'s, and of
-        its CPU microseconds per call minus C{base}'s, round by round.
-    """
-    return {
-        "ratio": spread([a.rate / b.rate for a, b in zip(found[key], found[base])]),
-        "cpu_us": spread([(a.cpu - b.cpu) * 1e6 for a, b in zip(found[key], found[base])]),
-    }
-
-
-def _pools(contenders: Sequence[Contender], target: Target, cp_max: int) -> Dict[str, adbapi.ConnectionPool]:
-    """
-    @return: a pool of each of C{contenders} on C{target}, by key, with
-        C{cp_max} connections (and as many at the least) and what the
-        workloads need (L{pool_options}).
-    """
-    return {c.key: make_pool(c, target, cp_max, cp_min=cp_max, **pool_options(target)) for c in contenders}
-
-
-def _close(pools: Dict[str, adbapi.ConnectionPool]) -> None:
-    for pool in pools.values():
-        pool.close()
-
-
 @defer.inlineCallbacks
 def throughput(settings: Settings, targets: Sequence[Target]) -> Any:
     """
     Throughput on every target, of every workload, with each number of
-    calls in flight; the pools alternate in rounds.
+    calls in flight; the pools alternate in rounds
+    (L{bench.rounds.compare}).
 
     @return: (a Deferred firing with) one dict per target, workload and
         number of calls in flight: every round's calls per second and CPU
         seconds per call, by pool key, and the spreads of ours against
         adbapi, of C{cp_health_check=0} against ours and of the control
-        against adbapi (L{_paired}).
+        against adbapi (L{bench.rounds.paired}).
     """
-    contenders = [ADBAPI, OURS, OURS_HC0, ADBAPI_CONTROL]
-    raw: List[Dict[str, Any]] = []
-    for target in targets:
-        if target.server is not None:
-            yield in_thread(create_table, target)
-        pools = _pools(contenders, target, settings.cp_max)
-        try:
-            for key, workload in workloads(target).items():
-                # Warm up: every thread opens its connection, caches settle.
-                for c in contenders:
-                    yield window(pools[c.key], workload.call, settings.cp_max, settings.window)
-                for inflight in settings.inflight:
-                    found = yield _rounds(pools, contenders, workload.call, inflight, settings.rounds, settings.window)
-                    ours = _paired(found, OURS.key, ADBAPI.key)
-                    hc0 = _paired(found, OURS_HC0.key, OURS.key)
-                    control = _paired(found, ADBAPI_CONTROL.key, ADBAPI.key)
-                    raw.append(
-                        {
-                            "target": target.key,
-                            "workload": key,
-                            "inflight": inflight,
-                            "calls_per_second": {k: [w.rate for w in v] for k, v in found.items()},
-                            "cpu_seconds_per_call": {k: [w.cpu for w in v] for k, v in found.items()},
-                            "ours_vs_adbapi": ours,
-                            "health_check_0_vs_ours": hc0,
-                            "control_vs_adbapi": control,
-                        }
-                    )
-                    print(
-                        "  %s %s x%d: adbapi %.0f/s, ours/adbapi %s, control %s, CPU %+.1f µs/call; hc0/ours %s"
-                        % (
-                            target.key,
-                            key,
-                            inflight,
-                            spread([w.rate for w in found[ADBAPI.key]])["median"],
-                            fmt_ratio(ours["ratio"]),
-                            fmt_ratio(control["ratio"]),
-                            ours["cpu_us"]["median"],
-                            fmt_ratio(hc0["ratio"]),
-                        ),
-                        flush=True,
-                    )
-        finally:
-            _close(pools)
-    return raw
+    result = yield compare(
+        settings,
+        targets,
+        [ADBAPI, OURS, OURS_HC0, ADBAPI_CONTROL],
+        STEADY,
+        settings.inflight,
+        settings.rounds,
+        {
+            "ours_vs_adbapi": (OURS.key, ADBAPI.key),
+            "health_check_0_vs_ours": (OURS_HC0.key, OURS.key),
+            "control_vs_adbapi": (ADBAPI_CONTROL.key, ADBAPI.key),
+        },
+    )
+    return result
 
 
 def _direct(pool: adbapi.ConnectionPool, make: Callable[..., Any], calls: int) -> Window:
@@ -254,7 +133,7 @@ def per_call_cost(settings: Settings, targets: Sequence[Target]) -> Any:
         calls = _direct_calls(settings, target)
         # The direct calls run in this thread (the reactor's), each pool
         # with a connection of its own for this thread.
-        pools = _pools(contenders, target, 1)
+        pools = make_pools(contenders, target, 1)
         try:
             for key, workload in workloads(target).items():
                 found: Dict[str, List[Window]] = {c.key: [] for c in contenders}
@@ -266,20 +145,20 @@ def per_call_cost(settings: Settings, targets: Sequence[Target]) -> Any:
                         found[c.key].append(_direct(pools[c.key], workload.direct, calls))
                 raw.append(_cost_raw(target, "direct", key, found))
         finally:
-            _close(pools)
+            close_pools(pools)
         if not sqlite:
             continue
         # The same through the public API: reactor, thread pool, Deferred.
         contenders = [ADBAPI, OURS, OURS_HC0]
-        pools = _pools(contenders, target, 1)
+        pools = make_pools(contenders, target, 1)
         try:
             for key, workload in workloads(target).items():
                 for c in contenders:
                     yield window(pools[c.key], workload.call, 1, settings.window)
-                found = yield _rounds(pools, contenders, workload.call, 1, settings.rounds, settings.window)
+                found = yield take_turns(pools, contenders, workload.call, 1, settings.rounds, settings.window)
                 raw.append(_cost_raw(target, "api", key, found))
         finally:
-            _close(pools)
+            close_pools(pools)
     return raw
 
 
@@ -308,7 +187,7 @@ def profile(settings: Settings, targets: Sequence[Target]) -> List[Dict[str, Any
     raw = []
     for target in targets:
         calls = _direct_calls(settings, target)
-        pools = _pools((ADBAPI, OURS), target, 1)
+        pools = make_pools((ADBAPI, OURS), target, 1)
         try:
             make = workloads(target)["select1"].direct
             totals = {}
@@ -329,7 +208,7 @@ def profile(settings: Settings, targets: Sequence[Target]) -> List[Dict[str, Any
                 entries.sort(reverse=True)
             raw.append({"target": target.key, "functions": entries[:20], "seconds_per_call": totals})
         finally:
-            _close(pools)
+            close_pools(pools)
     return raw
 
 
@@ -358,16 +237,9 @@ def run(settings: Settings, targets: Sequence[Target]) -> Any:
         settings, the targets' labels, the number of CPUs and the one the
         rounds ran on).
     """
-    report = Report("overhead")
+    report = Report.of_run("overhead", settings, targets)
     data = report.data
-    data["settings"] = dataclasses.asdict(settings)
-    data["labels"] = {t.key: t.label for t in targets}
-    data["cpu_count"] = os.cpu_count() or 0
-
-    def add(render: Callable[[Dict[str, Any]], str]) -> None:
-        # From the numbers as the JSON keeps them, so that the JSON
-        # renders to this very markdown.
-        report.add(render(json_safe(data)))
+    add = report.add_rendered
 
     report.add(overhead_tables.HEADING)
     # The per-call cost and the profile: sqlite3, and PostgreSQL for a socket driver.

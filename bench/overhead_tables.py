@@ -22,7 +22,7 @@ import sys
 from typing import Any, Dict, List, Optional, Sequence
 
 from bench._common import ADBAPI, OURS, OURS_HC0, OURS_NO_WATCHDOG, Settings, spread
-from bench._render import markdown_file, markdown_table
+from bench._render import fmt_ci, markdown_file, markdown_table
 from bench.workloads import LABELS
 
 __all__ = [
@@ -32,6 +32,7 @@ __all__ = [
     "instructions",
     "paragraphs",
     "per_call",
+    "placement",
     "profile",
     "throughput",
     "with_context",
@@ -56,7 +57,13 @@ def _us(s: Dict[str, float]) -> str:
     return "%+.1f (%+.1f…%+.1f)" % (s["median"], s["q1"], s["q3"])
 
 
-def _placement(cpu: Optional[int], cpu_count: int) -> str:
+def placement(cpu: Optional[int], cpu_count: int) -> str:
+    """
+    @param cpu: the CPU the rounds ran on (L{bench._cpus.one_cpu}), or
+        L{None}.
+    @param cpu_count: the machine's CPUs.
+    @return: where the rounds ran, in words.
+    """
     if cpu is None:
         return "its threads and the servers' placed by the scheduler (not pinned)"
     return (
@@ -85,8 +92,7 @@ def throughput(data: Dict[str, Any]) -> str:
                 "%.3f–%.3f" % (ours["ratio"]["ci_low"], ours["ratio"]["ci_high"]),
                 "%.3f–%.3f" % (ours["ratio"]["q1"], ours["ratio"]["q3"]),
                 _us(ours["cpu_us"]),
-                "%.3f (%.3f–%.3f)"
-                % (control["ratio"]["median"], control["ratio"]["ci_low"], control["ratio"]["ci_high"]),
+                fmt_ci(control["ratio"]),
             ]
         )
     return (
@@ -101,7 +107,7 @@ def throughput(data: Dict[str, Any]) -> str:
         "second adbapi pool measured in the same rounds, against the first. "
         "Both are the same code, so its distance from 1.000 is how finely "
         "this machine tells two pools apart.\n\n"
-        % (settings["cp_max"], settings["rounds"], settings["window"], _placement(data["cpu"], data["cpu_count"]))
+        % (settings["cp_max"], settings["rounds"], settings["window"], placement(data["cpu"], data["cpu_count"]))
         + markdown_table(
             [
                 "database (driver)",

@@ -1,13 +1,13 @@
 """
-The workloads of the steady-state section: what L{bench.overhead} times
-and L{bench.instructions} counts.  Each is one call, through a pool's
-public API or directly through C{pool._runInteraction}, on the table
-C{bench_kv}.
+The workloads of the steady-state sections: what L{bench.overhead} and
+L{bench.resolve_cost} time and L{bench.instructions} counts.  Each is one
+call, through a pool's public API or directly through
+C{pool._runInteraction}, on the table C{bench_kv}.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, List, NamedTuple, Tuple
+from typing import Any, Callable, Dict, List, NamedTuple, Sequence, Tuple
 
 from twisted.enterprise import adbapi
 from twisted.internet import defer
@@ -17,6 +17,7 @@ from bench._common import Target, run_sql
 __all__ = [
     "KEYS",
     "LABELS",
+    "STEADY",
     "Call",
     "Workload",
     "create_table",
@@ -32,8 +33,12 @@ KEYS = 64
 #: each workload's label in the tables, by its key
 LABELS = {
     "select1": 'runQuery("SELECT 1")',
+    "write1": "runOperation: UPDATE",
     "txn3": "runInteraction: SELECT, UPDATE, SELECT",
 }
+
+#: the workloads of the steady-state overhead section (L{bench.overhead})
+STEADY = ("select1", "txn3")
 
 #: one call through a pool's public API, given the pool and the caller's lane
 Call = Callable[[adbapi.ConnectionPool, int], "defer.Deferred[Any]"]
@@ -96,9 +101,11 @@ def pool_options(target: Target) -> Dict[str, Any]:
     return {"cp_openfun": sqlite_openfun(target)} if target.server is None else {}
 
 
-def workloads(target: Target) -> Dict[str, Workload]:
+def workloads(target: Target, keys: Sequence[str] = STEADY) -> Dict[str, Workload]:
     """
-    @return: the workloads on C{target}, by key (the keys of L{LABELS}).
+    @param target: the database the calls go to.
+    @param keys: which workloads (keys of L{LABELS}), in this order.
+    @return: those workloads on C{target}, by key.
     """
     select_v = target.sql("SELECT v FROM bench_kv WHERE k = %s")
     update_v = target.sql("UPDATE bench_kv SET v = v + 1 WHERE k = %s")
@@ -113,10 +120,15 @@ def workloads(target: Target) -> Dict[str, Workload]:
     def query(pool: adbapi.ConnectionPool, lane: int) -> "defer.Deferred[Any]":
         return pool.runQuery("SELECT 1")
 
+    def operation(pool: adbapi.ConnectionPool, lane: int) -> "defer.Deferred[Any]":
+        return pool.runOperation(update_v, (lane % KEYS,))
+
     def interaction(pool: adbapi.ConnectionPool, lane: int) -> "defer.Deferred[Any]":
         return pool.runInteraction(three, lane % KEYS)
 
-    return {
+    every = {
         "select1": Workload(LABELS["select1"], query, lambda pool: (pool._runQuery, "SELECT 1")),
+        "write1": Workload(LABELS["write1"], operation, lambda pool: (pool._runOperation, update_v, (1,))),
         "txn3": Workload(LABELS["txn3"], interaction, lambda pool: (three, 1)),
     }
+    return {key: every[key] for key in keys}
