@@ -1,7 +1,7 @@
 """
 The benchmark command::
 
-    .venv/bin/python -m bench [--smoke] [--only overhead|recovery|resources] [--out DIR]
+    .venv/bin/python -m bench [--smoke] [--only overhead|resolve_cost|recovery|resources] [--out DIR]
 
 It starts its own throwaway PostgreSQL and MariaDB servers (on free
 loopback ports, in temporary directories), runs the sections, prints
@@ -24,14 +24,14 @@ from typing import Any, List, Optional, Sequence
 from twisted.internet import defer, task
 from twisted.logger import globalLogBeginner, jsonFileLogObserver
 
-from bench import overhead, plot, recovery, resources
+from bench import overhead, plot, recovery, resolve_cost, resources
 from bench._common import Report, Settings, Target, machine_line
 from bench._render import json_safe, markdown_file
 from txreconnect.testing import MariaDBServer, PostgresServer, ServerNotAvailable, required
 
 __all__ = ["main"]
 
-SECTIONS = ("overhead", "recovery", "resources")
+SECTIONS = ("overhead", "resolve_cost", "recovery", "resources")
 
 #: where the results go by default
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
@@ -82,7 +82,12 @@ def _write(out: str, report: Report, header: str) -> None:
 
 @defer.inlineCallbacks
 def _run(reactor: Any, args: argparse.Namespace, settings: Settings, targets: List[Target], header: str) -> Any:
-    sections = {"overhead": overhead.run, "recovery": recovery.run, "resources": resources.run}
+    sections = {
+        "overhead": overhead.run,
+        "resolve_cost": resolve_cost.run,
+        "recovery": recovery.run,
+        "resources": resources.run,
+    }
     for name in args.only or SECTIONS:
         started = time.monotonic()
         print("\n## %s\n" % (name,), flush=True)
