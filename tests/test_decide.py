@@ -56,11 +56,17 @@ def _rows() -> Iterator[Tuple[_Key, Outcome]]:
             else:
                 disconnect = R if allowed else G
             yield (_D,) + rest, disconnect
-            # A read-only server (never stalled: it answered).
-            if not idem and commit:
+            # A server that refused the statement (never stalled: it
+            # answered): a refused COMMIT is resolved when it can be, as a
+            # lost one is.
+            if not idem and commit and committed is None and not resolvable:
                 wrong = CR
             elif not idem and auto:
                 wrong = U
+            elif not idem and commit and committed is True:
+                wrong = OK
+            elif not idem and commit and committed is None:
+                wrong = RS
             else:
                 wrong = R if allowed else GW
             yield (_W,) + rest, wrong

@@ -881,6 +881,31 @@ class MySQLDriverTestsMixin(_MixinBase):
         ]:
             self.assertFalse(self.driver.is_disconnect(exc, None), exc)
 
+    def test_galeraNodeNotReadyIsTheWrongServer(self) -> None:
+        """
+        Error 1047 (a Galera node outside the primary component refuses
+        every statement) is the wrong server whether or not a writer is
+        asked for; it is not a disconnect.
+        """
+        refused = self.module.OperationalError(1047, "WSREP has not yet prepared node for application use")
+        self.assertTrue(self.driver.is_wrong_server(refused, False))
+        self.assertTrue(self.driver.is_wrong_server(refused, True))
+        self.assertFalse(self.driver.is_disconnect(refused, None))
+
+    def test_galeraReplicationFailureAtCommitIsADisconnect(self) -> None:
+        """
+        Error 1180 from Galera (replicating COMMIT failed: the outcome is
+        unknown, as after a lost connection) is a disconnect; a storage
+        engine's 1180 is not.
+        """
+        for message in [
+            "Error while appending streaming replication fragment(provider status: Operation not permitted)",
+            "Error while appending streaming replication fragment",
+        ]:
+            self.assertTrue(self.driver.is_disconnect(self.module.OperationalError(1180, message), None), message)
+        engine = self.module.OperationalError(1180, 'Got error 1 "Operation not permitted" during COMMIT')
+        self.assertFalse(self.driver.is_disconnect(engine, None))
+
     def test_closedConnectionInterfaceErrorIsADisconnect(self) -> None:
         """
         C{InterfaceError(0, '')}, the error for using a closed connection,

@@ -134,15 +134,14 @@ class _MariaDBFailoverMixin(TestCase):
 
 
     @defer.inlineCallbacks
-    def test_refusedCommitIsNotReplayedAndStoresNothing(self) -> Any:
+    def commit_after_turning(self, pool: ReconnectingConnectionPool, server: Any) -> Any:
         """
-        A transaction whose COMMIT the server refuses because it turned
-        read-only meanwhile is not replayed, although a writer is listed:
-        COMMIT was sent.  The caller gets L{WrongServerError}, and the row
-        is on neither server.
+        Start an interaction that inserts row 7 on C{server}, then turn
+        C{server} read-only before the interaction commits.
+
+        @return: (a Deferred firing with) a list holding the interaction's
+            Deferred.
         """
-        first, second = self.servers
-        pool = self.make_pool(self.servers, target_session_attrs="read-write", cp_max=1)
         inserted, switched = threading.Event(), threading.Event()
 
         def write_then_wait(txn: Any) -> None:
@@ -153,8 +152,21 @@ class _MariaDBFailoverMixin(TestCase):
 
         pending = pool.runInteraction(write_then_wait)
         self.assertTrue((yield threads.deferToThread(inserted.wait, 30)), "the insert did not run")
-        yield self.read_only(first)
+        yield self.read_only(server)
         switched.set()
+        return [pending]
+
+    @defer.inlineCallbacks
+    def test_refusedCommitIsNotReplayedAndStoresNothing(self) -> Any:
+        """
+        A transaction whose COMMIT the server refuses because it turned
+        read-only meanwhile is not replayed, although a writer is listed:
+        COMMIT was sent.  The caller gets L{WrongServerError}, and the row
+        is on neither server.
+        """
+        first, second = self.servers
+        pool = self.make_pool(self.servers, target_session_attrs="read-write", cp_max=1)
+        [pending] = yield self.commit_after_turning(pool, first)
         failure = yield self.assertFailure(pending, WrongServerError)
         self.assertIn("refused to commit", str(failure))
         self.assertIsInstance(failure.__cause__, self.driver.Error)
@@ -162,6 +174,23 @@ class _MariaDBFailoverMixin(TestCase):
         self.assertEqual(pool.stats()["replays"], 0)
         yield pool.runOperation("INSERT INTO items (id) VALUES (8)")
         self.assertEqual(self.ids(second), {8})
+
+    @defer.inlineCallbacks
+    def test_refusedCommitWithResolutionIsReplayedOnTheWriter(self) -> Any:
+        """
+        With C{cp_resolve_commits}, the same transaction succeeds: its
+        marker, the last statement before COMMIT, is refused first, so
+        COMMIT is never sent and the interaction is replayed on the
+        writer.  The row is stored once, on the writer.
+        """
+        first, second = self.servers
+        pool = self.make_pool(
+            self.servers, target_session_attrs="read-write", cp_max=1, cp_resolve_commits=True
+        )
+        [pending] = yield self.commit_after_turning(pool, first)
+        yield pending
+        self.assertEqual((self.ids(first), self.ids(second)), (set(), {7}))
+        self.assertEqual((pool.stats()["replays"], pool.stats()["outcome_unknown"]), (1, 0))
 
 
 class PyMySQLFailoverTests(_MariaDBFailoverMixin):

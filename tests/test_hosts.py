@@ -23,9 +23,11 @@ class _Server:
     accept them, read-only or not.
     """
 
-    def __init__(self, up: bool = True, read_only: bool = False) -> None:
+    def __init__(self, up: bool = True, read_only: bool = False, wsrep_ready: Any = None) -> None:
         self.up = up
         self.read_only = read_only
+        #: a Galera node's wsrep_ready (None: not a Galera node)
+        self.wsrep_ready = wsrep_ready
 
 
 class _FakeMySQLConnection:
@@ -42,6 +44,12 @@ class _FakeMySQLConnection:
         self.executed.append(sql)
 
     def fetchone(self) -> Any:
+        ready = self.server.wsrep_ready
+        if self.executed[-1].startswith("SHOW GLOBAL VARIABLES LIKE 'wsrep_on'"):
+            # MariaDB's packages know the variable, off outside a cluster.
+            return ("wsrep_on", "OFF" if ready is None else "ON")
+        if self.executed[-1].startswith("SHOW GLOBAL STATUS LIKE 'wsrep_ready'"):
+            return ("wsrep_ready", "OFF" if ready is None else ready)
         return (1 if self.server.read_only else 0, 0)
 
     def rollback(self) -> None:
@@ -151,8 +159,34 @@ class MySQLHostSelectionTests(SynchronousTestCase):
         self.assertIs(conn.server, rw)
         first = driver.module.opened[0]
         self.assertTrue(first.closed)
-        self.assertIn("@@global.read_only", first.executed[0])
+        self.assertTrue(any("@@global.read_only" in sql for sql in first.executed), first.executed)
         self.assertTrue(all("target_session_attrs" not in c for c in driver.module.calls))
+
+    def test_aGaleraNodeThatIsNotReadyIsSkipped(self) -> None:
+        """
+        With a host list, a Galera node whose C{wsrep_ready} is not C{ON}
+        (outside the primary component, or joining) is skipped and its
+        connection closed, whether or not a writer is asked for; a server
+        without Galera (no such status variable) and a ready node are
+        taken.  C{wsrep_ready} may come back as bytes.
+        """
+        for target in ({}, {"target_session_attrs": "read-write"}):
+            isolated, ready = _Server(wsrep_ready="OFF"), _Server(wsrep_ready=b"ON")
+            driver = self.driver({("a", 3306): isolated, ("b", 3306): ready, ("c", 3306): _Server()})
+            conn = driver.connect((), dict(host="a,b,c", port=3306, **target))
+            self.assertIs(conn.server, ready, target)
+            self.assertTrue(driver.module.opened[0].closed)
+            plain = self.driver({("c", 3306): _Server()}).connect((), dict(host="a,c", port=3306, **target))
+            self.assertIsNone(plain.server.wsrep_ready)
+
+    def test_aSingleGaleraNodeIsNotAskedWhetherItIsReady(self) -> None:
+        """
+        With one host there is no other to choose: it is not asked (its
+        own error 1047 tells, statement by statement).
+        """
+        driver = self.driver({("a", 3306): _Server(wsrep_ready="OFF")})
+        conn = driver.connect((), {"host": "a", "port": 3306})
+        self.assertEqual(conn.executed, [])
 
     def test_noUsableServerRaisesAnErrorNamingEachOne(self) -> None:
         """

@@ -158,6 +158,42 @@ class _ResolveTestsMixin(TestCase):
         self.assertEqual((yield self.count_rows("WHERE id = 44")), 1)
 
     @defer.inlineCallbacks
+    def test_aMissingMarkerRowLeavesTheOutcomeUnknownNeverReplayed(self) -> Any:
+        """
+        If the marker row is deleted under a live connection, a write
+        whose COMMIT is then cut cannot be resolved (the reconnect puts a
+        fresh row back, which says nothing of it): the caller gets
+        L{TransactionOutcomeUnknown}, and the write, which committed, is
+        not replayed.
+        """
+        yield self.pool.runQuery("SELECT 1")
+        yield self.direct.runOperation("DELETE FROM %s" % (TABLE,))
+        runs: List[int] = []
+        cut = self.proxy.cut_after_commit()
+        yield self.assertFailure(self.pool.runInteraction(self.writer(runs, 48)), TransactionOutcomeUnknown)
+        self.assertTrue((yield cut))
+        self.assertEqual(runs, [48])
+        self.assertEqual((yield self.count_rows("WHERE id = 48")), 1)
+        self.assertEqual((self.pool.stats()["replays"], self.pool.stats()["resolved_aborted"]), (0, 0))
+
+    @defer.inlineCallbacks
+    def test_eachNewConnectionMakesSureOfItsMarkerRow(self) -> Any:
+        """
+        A new connection puts its thread's marker row back if it is
+        missing (it may reach a server the row had not reached), so the
+        next lost COMMIT is resolved again.
+        """
+        yield self.pool.runQuery("SELECT 1")
+        yield self.direct.runOperation("DELETE FROM %s" % (TABLE,))
+        yield self.proxy.drop()
+        yield self.pool.runQuery("SELECT 1")
+        cut = self.proxy.cut_after_commit()
+        result = yield self.pool.runInteraction(self.writer([], 49))
+        self.assertTrue((yield cut))
+        self.assertEqual(result, "stored 49")
+        self.assertEqual(self.pool.stats()["resolved_committed"], 1)
+
+    @defer.inlineCallbacks
     def test_eachPoolThreadHasOneMarkerRow(self) -> Any:
         """
         The marker table holds one row per pool thread that connected.

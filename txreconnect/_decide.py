@@ -37,7 +37,9 @@ class Kind(enum.Enum):
     OTHER = "other"
     #: the connection is lost
     DISCONNECT = "disconnect"
-    #: a write refused because the server is read-only
+    #: a statement refused by a server that another of the host list may
+    #: serve: a write on a read-only server, anything on a Galera node
+    #: outside the primary component
     WRONG_SERVER = "wrong server"
     #: the server rolled the transaction back because of a conflict with
     #: another (a deadlock, a serialization failure, a lock wait timeout)
@@ -139,7 +141,8 @@ def decide(attempt: Attempt) -> Outcome:
          nor C{runWithConnection}, unless marked idempotent.  Otherwise
          it is passed on unchanged.
       3. A call marked idempotent may always run again, budget allowing.
-      4. A refused COMMIT is not replayed: COMMIT was sent.
+      4. A refused COMMIT is not replayed: COMMIT was sent.  Unless the
+         database can tell its outcome: then it is resolved, as in 5.
       5. A call that may have committed (COMMIT in flight, or a statement
          sent in autocommit) is never replayed.  But a COMMIT in flight
          whose outcome the database can tell is resolved first: if it took
@@ -163,7 +166,7 @@ def decide(attempt: Attempt) -> Outcome:
         return Outcome.PASS_ON
     wrong = attempt.kind is Kind.WRONG_SERVER
     if not attempt.idempotent:
-        if wrong and attempt.commit_started:
+        if wrong and attempt.commit_started and attempt.committed is None and not attempt.resolvable:
             return Outcome.COMMIT_REFUSED
         if attempt.statement_sent and attempt.autocommit:
             # Even on a read-only server: in autocommit, an earlier
@@ -220,9 +223,9 @@ def message(outcome: Outcome, what: str, cause: str, stall_timeout: Optional[flo
     """
     if outcome is Outcome.COMMIT_REFUSED:
         return (
-            "the database server refused to commit the %s because it is read-only (%s); "
-            "nothing was committed, so retrying the call is safe, but it is not replayed "
-            "once COMMIT was sent" % (what, cause)
+            "the database server refused to commit the %s because it is read-only or not "
+            "ready (%s); nothing was committed, so retrying the call is safe, but it is not "
+            "replayed once COMMIT was sent" % (what, cause)
         )
     if outcome is Outcome.OUTCOME_UNKNOWN:
         return (
@@ -238,10 +241,11 @@ def message(outcome: Outcome, what: str, cause: str, stall_timeout: Optional[flo
         )
     if outcome is Outcome.GAVE_UP_WRONG_SERVER:
         return (
-            "the database server refused a write because it is read-only (%s), and "
-            "reconnecting did not reach a writable server; nothing was committed: list "
-            "every server with target_session_attrs=read-write so that the pool can find "
-            "the writer" % (cause,)
+            "the database server refused a statement because it is read-only or not ready "
+            "(%s), and reconnecting did not reach a server that would take it; nothing was "
+            "committed, so retrying the call is safe: list every server (with "
+            "target_session_attrs=read-write to find a writer) so that the pool can find "
+            "one" % (cause,)
         )
     if outcome is Outcome.GAVE_UP:
         return (

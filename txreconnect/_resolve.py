@@ -19,8 +19,10 @@ and the number says whether it committed: it is this transaction's
 number (committed), or an older one (it never will).
 
 The marker row exists, committed, before the first marked transaction
-(L{CommitMarkers.prepare}): a locking read waits for a row lock, but not
-for a row that an uncommitted transaction inserted.
+of each connection (L{CommitMarkers.prepare}): a locking read waits for
+a row lock, but not for a row that an uncommitted transaction inserted.
+Should the row still be missing, a transaction that wrote is treated as
+marked, and its resolution answers that it cannot tell.
 
 What each database runs is in its driver's module
 (C{create_commit_marker}, C{mark_commit}, C{resolve_commit}).
@@ -32,7 +34,7 @@ import itertools
 import threading
 import uuid
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Optional, Set, Tuple
+from typing import TYPE_CHECKING, Any, Optional, Tuple
 
 from txreconnect._outage import describe
 
@@ -59,14 +61,18 @@ class Marker:
     @ivar session: the server's id of the session that set it (a
         PostgreSQL backend pid, a MySQL connection id), to end it if it
         still holds the row; C{None} if unknown.
-    @ivar wrote: whether the transaction wrote anything (and so set the
-        marker); if not, whether its COMMIT took effect does not matter.
+    @ivar wrote: whether the transaction wrote anything (or may have); if
+        not, whether its COMMIT took effect does not matter.
+    @ivar marked: whether the marker row was set: if it was missing
+        (deleted by someone), whether the COMMIT took effect cannot be
+        told.
     """
 
     key: str
     number: int
     session: Any
     wrote: bool = True
+    marked: bool = True
 
 
 class CommitMarkers:
@@ -79,8 +85,6 @@ class CommitMarkers:
         self.token = uuid.uuid4().hex[:16]
         self._numbers = itertools.count(1)
         self._lock = threading.Lock()
-        self._table_ready = False
-        self._prepared: Set[int] = set()
 
     def key(self, tid: int) -> str:
         """
@@ -91,23 +95,24 @@ class CommitMarkers:
 
     def prepare(self, pool: "ReconnectingConnectionPool", connection: Any, tid: int) -> None:
         """
-        Make sure the table and this thread's row exist, committed, before
-        the thread's first marked transaction (once per thread).
+        Make sure the table and this thread's row exist, committed, on the
+        server of each new connection, before its first marked
+        transaction: a new connection may reach another server (a
+        promoted standby that the row had not reached yet, another node,
+        another server of the host list).  The table is created once per
+        connection too (C{IF NOT EXISTS}); the row's insert does nothing
+        if it is there.
 
         @param pool: the pool, for its driver.
         @param connection: the thread's new raw connection.
         @param tid: the pool thread's id.
-        @raise Exception: the driver's error if the table cannot be made
-            (the connection attempt fails with it).
+        @raise Exception: the driver's error if the table or row cannot be
+            made (the connection attempt fails with it).
         """
-        if tid in self._prepared:
-            return
         with self._lock:
             # One thread at a time: PostgreSQL's CREATE TABLE IF NOT EXISTS
             # is not safe against itself.
-            pool._driver.create_commit_marker(connection, TABLE, self.key(tid), not self._table_ready)
-            self._table_ready = True
-        self._prepared.add(tid)
+            pool._driver.create_commit_marker(connection, TABLE, self.key(tid))
 
     def mark(self, pool: "ReconnectingConnectionPool", connection: Any, tid: int) -> Marker:
         """
@@ -120,8 +125,8 @@ class CommitMarkers:
         """
         key = self.key(tid)
         number = next(self._numbers)
-        wrote, session = pool._driver.mark_commit(connection, TABLE, key, number)
-        return Marker(key, number, session, wrote)
+        wrote, marked, session = pool._driver.mark_commit(connection, TABLE, key, number)
+        return Marker(key, number, session, wrote, marked)
 
     def resolve(self, pool: "ReconnectingConnectionPool", marker: Marker) -> Tuple[Optional[bool], str]:
         """

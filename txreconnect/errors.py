@@ -33,8 +33,10 @@ class TransactionOutcomeUnknown(DisconnectionError):
 class WrongServerError(DisconnectionError):
     """
     The server refused a write because it is read-only (an old primary
-    after a failover, or a standby), and reconnecting did not reach a
-    writable server: none is listed, or none is up yet.
+    after a failover, or a standby), or any statement because it is not
+    ready (a Galera node outside the primary component, error 1047), and
+    reconnecting did not reach a server that would take it: none is
+    listed, or none is up yet.
 
     Nothing the call did was committed, so it is safe to retry once a
     writable server is reachable.  List every server in the connection

@@ -43,7 +43,7 @@ _RESOLVED = {True: "resolved_committed", False: "resolved_aborted", None: "resol
 #: what the log line says happened, by kind of error
 _INCIDENTS = {
     Kind.DISCONNECT: "lost the database connection",
-    Kind.WRONG_SERVER: "a read-only server refused a write",
+    Kind.WRONG_SERVER: "a server that is read-only or not ready (a Galera node outside the primary component) refused a statement",
     Kind.CONFLICT: "the database rolled the transaction back because of a conflict",
 }
 
@@ -619,7 +619,7 @@ class ReconnectingConnectionPool(adbapi.ConnectionPool):
             replays=self.replays,
             conflicts=tries.conflicts,
             conflict_retries=self.conflict_retries,
-            resolvable=marker is not None and marker.wrote,
+            resolvable=marker is not None and marker.wrote and marker.marked,
             # A transaction that wrote nothing has nothing to commit.
             committed=False if marker is not None and not marker.wrote else None,
         )

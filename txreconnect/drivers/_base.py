@@ -47,6 +47,11 @@ _GENERIC_FRAGMENTS: Tuple[str, ...] = (
 _QUOTES = frozenset("\"'")
 
 
+#: how many times resolving a COMMIT reads the marker again after a
+#: conflict (a multi-primary cluster certified the old transaction first)
+_RESOLVE_CONFLICTS = 5
+
+
 def _message(exc: BaseException) -> str:
     """
     Extract the human-readable message of a driver exception.
@@ -280,23 +285,26 @@ class Driver:
     #: whether this driver can leave and read commit markers
     commit_markers: ClassVar[bool] = False
 
-    def create_commit_marker(self, connection: Any, table: str, key: str, create_table: bool) -> None:
+    def create_commit_marker(self, connection: Any, table: str, key: str) -> None:
         """
-        Make the marker row C{key} (number 0) in C{table}, creating the
-        table first if C{create_table}, and commit.
+        Make sure of C{table} and of the marker row C{key} in it (number 0
+        if it is new), and commit.
 
         @param connection: a new raw connection, not in use.
         @raise NotImplementedError: the driver has no commit markers.
         """
         raise NotImplementedError("%s has no commit markers" % (self.name or "this driver",))
 
-    def mark_commit(self, connection: Any, table: str, key: str, number: int) -> Tuple[bool, Any]:
+    def mark_commit(self, connection: Any, table: str, key: str, number: int) -> Tuple[bool, bool, Any]:
         """
         In the transaction about to COMMIT, set the marker row C{key} to
         C{number}, if the transaction wrote anything.
 
-        @return: whether the marker was set, and the server's id of the
-            session (to end it later if need be), or C{None}.
+        @return: whether the transaction wrote (or may have: then the pool
+            must not take it for a read); whether the marker row was set
+            (not if it is missing: then the COMMIT cannot be resolved); and
+            the server's id of the session (to end it later if need be),
+            or C{None}.
         @raise NotImplementedError: the driver has no commit markers.
         """
         raise NotImplementedError("%s has no commit markers" % (self.name or "this driver",))
@@ -317,14 +325,22 @@ class Driver:
             C{None} (cannot tell), and why.
         @raise Exception: the driver's error if the connection fails.
         """
-        for attempt in range(2):
+        waits = conflicts = 0
+        while True:
             try:
-                found = self._read_marker(connection, table, key, wait)
+                found = self._read_marker(connection, table, key, wait, number)
             except Exception as error:
+                if self.is_conflict(error) and conflicts < _RESOLVE_CONFLICTS:
+                    # A multi-primary cluster applied the old transaction
+                    # meanwhile, or certified it first: read again.
+                    connection.rollback()
+                    conflicts += 1
+                    continue
                 if not self._is_lock_timeout(error):
                     raise
                 connection.rollback()
-                if attempt or session is None:
+                waits += 1
+                if waits == 2 or session is None:
                     break
                 self._end_session(connection, session)
                 continue
@@ -337,14 +353,21 @@ class Driver:
             return None, "its marker row holds a newer number (%d > %d)" % (found, number)
         return None, "its session still held its transaction open after %.0f s" % (2 * wait,)
 
-    def _read_marker(self, connection: Any, table: str, key: str, wait: float) -> Optional[int]:
+    def _read_marker(self, connection: Any, table: str, key: str, wait: float, number: int) -> Optional[int]:
         """
         Read the marker row C{key} with a lock, waiting at most C{wait}
-        seconds for it, then end the transaction.
+        seconds for it, then end the transaction.  On a multi-primary
+        cluster, where a lock on one node does not wait for a transaction
+        in flight on another, a row that does not hold C{number} must also
+        be overwritten and committed, so that the old transaction, if it
+        is still on its way, fails certification and never commits.
 
-        @return: its number, or C{None} if there is no such row.
+        @param number: the number the transaction in question set.
+        @return: the number the row held, or C{None} if there is no such
+            row.
         @raise Exception: the driver's error; a lock wait timeout is one
-            that L{_is_lock_timeout} recognises.
+            that L{_is_lock_timeout} recognises, a conflict one that
+            L{is_conflict} does (then the pool reads again).
         """
         raise NotImplementedError
 

@@ -72,6 +72,29 @@ CONFLICT_CODES: FrozenSet[int] = frozenset({1213, 1205})
 _LOCK_WAIT_TIMEOUT = 1205
 _NO_SUCH_THREAD = 1094
 
+# A Galera node outside the primary component (isolated from the rest of
+# its cluster, or still joining): ER_UNKNOWN_COM_ERROR, SQLSTATE 08S01,
+# "WSREP has not yet prepared node for application use".  The node
+# refuses every statement but SET and SHOW, reads included, unless
+# wsrep_dirty_reads is on (MariaDB's "wsrep_ready" and "Galera Cluster
+# Status Variables": "nodes that belong to non-primary components are
+# non-operational and raise a ER_UNKNOWN_COM_ERROR to SQL queries").  The
+# statement was refused before it ran: at COMMIT, nothing was committed,
+# since a node outside the primary component cannot replicate.  Without
+# Galera, 1047 answers only an unknown protocol command, never a
+# statement.
+_WSREP_NOT_READY = 1047
+
+# ER_ERROR_DURING_COMMIT.  Galera raises it when replicating the
+# transaction failed for another reason than a conflict, above all when
+# the node lost the primary component while COMMIT was being replicated
+# (wsrep-lib's error_conn_failed, which MariaDB's wsrep_override_error()
+# reports as 1180 "Error while appending streaming replication fragment
+# (provider status: ...)").  The other nodes may or may not have received
+# the transaction, so its outcome is unknown, as when the connection is
+# lost during COMMIT: see MySQLProtocolDriver.is_disconnect.
+_ERROR_DURING_COMMIT = 1180
+
 # Writes refused by a read-only server: ER_OPTION_PREVENTS_STATEMENT "The
 # server is running with the --read-only option so it cannot execute this
 # statement" (1290 also names other options, such as --secure-file-priv:
@@ -151,6 +174,39 @@ def _targets(connkw: Dict[str, Any]) -> Tuple[List[Tuple[Any, Any]], Dict[str, A
     return pairs, rest, target == "read-write"
 
 
+def _is_wsrep_message(exc: BaseException) -> bool:
+    """
+    @param exc: a driver error with number 1180.
+    @return: whether its message is Galera's (a replication failure), not
+        a storage engine's C{Got error N during COMMIT}.
+    """
+    text = _message(exc).lower()
+    return "replication" in text or "provider status" in text or "wsrep" in text
+
+
+def _text(value: Any) -> str:
+    """
+    @param value: a column as the driver returns it (C{str} or C{bytes}).
+    @return: it as text.
+    """
+    return value.decode("utf-8", "replace") if isinstance(value, (bytes, bytearray)) else str(value)
+
+
+def _wsrep_on(cursor: Any) -> bool:
+    """
+    @param cursor: a cursor of a connection.
+    @return: whether its server is a node of a Galera cluster:
+        C{wsrep_on} is on.  MariaDB's packages build Galera support into
+        every server, where C{wsrep_on} is off unless it is a cluster's
+        node; MySQL has no such variable.  C{SHOW} is allowed on a node
+        that is not ready, where a C{SELECT} may not be.
+    @raise Exception: the driver's error if the connection fails.
+    """
+    cursor.execute("SHOW GLOBAL VARIABLES LIKE 'wsrep_on'")
+    row = cursor.fetchone()
+    return row is not None and _text(row[1]).upper() in ("ON", "1")
+
+
 def _error_code(exc: BaseException) -> Optional[int]:
     """
     @param exc: a MySQL driver exception, raised as C{(code, message)}.
@@ -197,6 +253,11 @@ class MySQLProtocolDriver(Driver):
             (then its message decides, where the driver says so).
         """
         code = _error_code(exc)
+        if code == _ERROR_DURING_COMMIT and isinstance(exc, self._errors("Error")):
+            # Galera lost the primary component while replicating COMMIT:
+            # the session lives, but the outcome is as unknown as after a
+            # lost connection.  Not for other engines' commit errors.
+            return _is_wsrep_message(exc)
         if isinstance(exc, self._errors("InterfaceError", "InternalError")):
             if (code == 0 and not _message(exc)) or "(0, '')" in str(exc):
                 return True
@@ -247,9 +308,10 @@ class MySQLProtocolDriver(Driver):
                     raise
                 skipped.append("%s:%s: %s" % (host, port or self.default_port, _message(error)))
                 continue
-            if writer and self._read_only(connection):
+            refused = self._refuses(connection, writer, len(pairs) > 1)
+            if refused:
                 self.close(connection)
-                skipped.append("%s:%s: read-only" % (host, port or self.default_port))
+                skipped.append("%s:%s: %s" % (host, port or self.default_port, refused))
                 continue
             return connection
         raise self.module.OperationalError(
@@ -271,17 +333,24 @@ class MySQLProtocolDriver(Driver):
 
     def is_wrong_server(self, exc: BaseException, wants_writer: bool) -> bool:
         """
-        Errors 1290 (C{--read-only}) and 1836 (read-only mode), when the
-        pool asked for a writable server: they also arise by design, for
-        a user without the right to write on a read-only replica.
+        Error 1047 from a Galera node outside the primary component, which
+        refuses reads and writes alike; and, when the pool asked for a
+        writable server, errors 1290 (C{--read-only}) and 1836 (read-only
+        mode): these also arise by design, for a user without the right to
+        write on a read-only replica.
 
         @param exc: a driver exception.
         @param wants_writer: whether the pool asked for a writer.
-        @return: whether C{exc} is a write refused by a read-only server.
+        @return: whether C{exc} is a statement refused by a server that
+            another one of the host list may serve.
         """
-        if not wants_writer or not isinstance(exc, self._errors("Error")):
+        if not isinstance(exc, self._errors("Error")):
             return False
         code = _error_code(exc)
+        if code == _WSREP_NOT_READY:
+            return True
+        if not wants_writer:
+            return False
         if code == _READ_ONLY_MODE:
             return True
         return code == _OPTION_PREVENTS_STATEMENT and "read-only" in _message(exc).lower().replace("_", "-")
@@ -300,57 +369,93 @@ class MySQLProtocolDriver(Driver):
 
     commit_markers: ClassVar[bool] = True
 
-    def create_commit_marker(self, connection: Any, table: str, key: str, create_table: bool) -> None:
+    def create_commit_marker(self, connection: Any, table: str, key: str) -> None:
         """
         C{CREATE TABLE IF NOT EXISTS} (InnoDB), then the row with
         C{INSERT IGNORE}, committed.
         """
-        statements: List[Tuple[str, Tuple[Any, ...]]] = []
-        if create_table:
-            statements.append(
-                ("CREATE TABLE IF NOT EXISTS %s (id VARCHAR(64) PRIMARY KEY, n BIGINT NOT NULL) ENGINE=InnoDB" % (table,), ())
-            )
-        statements.append(("INSERT IGNORE INTO %s (id, n) VALUES (%%s, 0)" % (table,), (key,)))
-        run_and_commit(connection, statements)
+        run_and_commit(
+            connection,
+            [
+                ("CREATE TABLE IF NOT EXISTS %s (id VARCHAR(64) PRIMARY KEY, n BIGINT NOT NULL) ENGINE=InnoDB" % (table,), ()),
+                ("INSERT IGNORE INTO %s (id, n) VALUES (%%s, 0)" % (table,), (key,)),
+            ],
+        )
 
-    def mark_commit(self, connection: Any, table: str, key: str, number: int) -> Tuple[bool, Any]:
+    def mark_commit(self, connection: Any, table: str, key: str, number: int) -> Tuple[bool, bool, Any]:
         """
         Set the marker in every transaction that ran a statement: MySQL
         has no cheap way to tell a transaction that wrote (a read-only
-        one then writes the marker row too), and return the connection's
-        id (C{thread_id()}, the server's C{CONNECTION_ID()}).
+        one then writes the marker row too), and return whether the row
+        was set (the number always changes, so the affected row count
+        says) and the connection's id (C{thread_id()}, the server's
+        C{CONNECTION_ID()}).
         """
         cursor = connection.cursor()
         try:
             cursor.execute("UPDATE %s SET n = %%s WHERE id = %%s" % (table,), (number, key))
+            marked = cursor.rowcount == 1
         finally:
             close_quietly(cursor)
         try:
             session = int(connection.thread_id())
         except Exception:
             session = None
-        return True, session
+        return True, marked, session
 
-    def _read_marker(self, connection: Any, table: str, key: str, wait: float) -> Optional[int]:
+    def _read_marker(self, connection: Any, table: str, key: str, wait: float, number: int) -> Optional[int]:
         """
         C{SELECT ... FOR UPDATE} under a session C{innodb_lock_wait_timeout}
         of C{wait}: a locking read reads the latest committed version
         ("InnoDB Locking Reads").
+
+        On a Galera node (C{@@wsrep_on}), a lock waits only for sessions of
+        this node, and a transaction from another node may still be on its
+        way.  So the read is causal (C{wsrep_sync_wait=1}: it waits until
+        the node has applied every transaction the cluster ordered before
+        it), and a row that holds an older number is overwritten (with
+        C{-number}) and committed.  Certification is deterministic and
+        happens in the same order on every node: if the cluster orders the
+        old transaction after this one, it wrote the same row from an
+        older snapshot and fails certification everywhere, so it never
+        commits; if before, this one fails (1213, a conflict) and the
+        caller reads again, and sees its number.
         """
+        galera = self._galera(connection)
         cursor = connection.cursor()
         try:
             cursor.execute("SET SESSION innodb_lock_wait_timeout = %d" % (max(1, int(wait)),))
+            if galera:
+                cursor.execute("SET SESSION wsrep_sync_wait = 1")
             if self.is_autocommit(connection):
                 cursor.execute("START TRANSACTION")
             try:
                 cursor.execute("SELECT n FROM %s WHERE id = %%s FOR UPDATE" % (table,), (key,))
                 rows = cursor.fetchall()
+                found = int(rows[0][0]) if rows else None
+                if galera and found is not None and found < number:
+                    cursor.execute("UPDATE %s SET n = %%s WHERE id = %%s" % (table,), (-number, key))
+                    connection.commit()
             finally:
                 connection.rollback()
                 cursor.execute("SET SESSION innodb_lock_wait_timeout = DEFAULT")
+                if galera:
+                    cursor.execute("SET SESSION wsrep_sync_wait = DEFAULT")
         finally:
             close_quietly(cursor)
-        return int(rows[0][0]) if rows else None
+        return found
+
+    def _galera(self, connection: Any) -> bool:
+        """
+        @param connection: a connection.
+        @return: whether its server is a node of a Galera cluster.
+        @raise Exception: the driver's error if the connection fails.
+        """
+        cursor = connection.cursor()
+        try:
+            return _wsrep_on(cursor)
+        finally:
+            close_quietly(cursor)
 
     def _is_lock_timeout(self, exc: BaseException) -> bool:
         return isinstance(exc, self.errors) and _error_code(exc) == _LOCK_WAIT_TIMEOUT
@@ -369,20 +474,39 @@ class MySQLProtocolDriver(Driver):
         finally:
             close_quietly(cursor)
 
-    def _read_only(self, connection: Any) -> bool:
+    def _refuses(self, connection: Any, writer: bool, choice: bool) -> Optional[str]:
         """
+        Tell why a new connection's server will not do: with a choice of
+        servers, a Galera node that is not ready (C{wsrep_ready} off: it
+        is outside the primary component, or still joining); when a
+        writer is asked for, a read-only server (C{@@read_only} or
+        C{@@innodb_read_only} on).
+
         @param connection: a new connection.
-        @return: whether its server refuses writes.
+        @param writer: whether a writable server is asked for.
+        @param choice: whether another server may be tried (a host list);
+            with one server, its own errors tell.
+        @return: why it will not do, or C{None} if it will.
         @raise Exception: the driver's error if the connection fails.
         """
+        why = None
         cursor = connection.cursor()
         try:
-            cursor.execute("SELECT @@global.read_only, @@global.innodb_read_only")
-            row = cursor.fetchone()
+            if choice and _wsrep_on(cursor):
+                # SHOW is allowed on a node that is not ready.
+                cursor.execute("SHOW GLOBAL STATUS LIKE 'wsrep_ready'")
+                row = cursor.fetchone()
+                if row is None or _text(row[1]).upper() != "ON":
+                    ready = "unknown" if row is None else _text(row[1])
+                    why = "not ready (a Galera node outside the primary component: wsrep_ready=%s)" % (ready,)
+            if writer and why is None:
+                cursor.execute("SELECT @@global.read_only, @@global.innodb_read_only")
+                if any(int(value) for value in cursor.fetchone()):
+                    why = "read-only"
         finally:
             cursor.close()
         connection.rollback()  # leave no transaction open
-        return any(int(value) for value in row)
+        return why
 
     def is_autocommit(self, connection: Any) -> bool:
         """

@@ -10,7 +10,7 @@ L{Driver} at construction.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, FrozenSet, List, Optional, Tuple
+from typing import Any, ClassVar, FrozenSet, Optional, Tuple
 
 from txreconnect.drivers._base import Driver, close_quietly, run_and_commit
 
@@ -53,6 +53,12 @@ READ_ONLY_SQL_TRANSACTION = "25006"
 # the answer to COMMIT under Serializable: nothing was committed.
 # lock_not_available: a lock wait ran past lock_timeout.
 _LOCK_NOT_AVAILABLE = "55P03"
+
+# unique_violation (in the catalog: "duplicate key value violates unique
+# constraint pg_type_typname_nsp_index") and duplicate_table: what a
+# CREATE TABLE IF NOT EXISTS raises when another session creates the same
+# table at the same moment.
+_CREATED_MEANWHILE = frozenset({"23505", "42P07"})
 
 CONFLICT_SQLSTATES: FrozenSet[str] = frozenset(
     {
@@ -126,41 +132,50 @@ class PostgresDriver(Driver):
 
     commit_markers: ClassVar[bool] = True
 
-    def create_commit_marker(self, connection: Any, table: str, key: str, create_table: bool) -> None:
+    def create_commit_marker(self, connection: Any, table: str, key: str) -> None:
         """
         C{CREATE TABLE IF NOT EXISTS}, then the row, C{ON CONFLICT DO
-        NOTHING}, in one committed transaction.
+        NOTHING}, in one committed transaction.  Two sessions creating the
+        table at once may collide in the catalog (23505, or 42P07): the
+        other one made it, so only the row is inserted then.
         """
-        statements: List[Tuple[str, Tuple[Any, ...]]] = []
-        if create_table:
-            statements.append(("CREATE TABLE IF NOT EXISTS %s (id TEXT PRIMARY KEY, n BIGINT NOT NULL)" % (table,), ()))
-        statements.append(("INSERT INTO %s (id, n) VALUES (%%s, 0) ON CONFLICT (id) DO NOTHING" % (table,), (key,)))
-        run_and_commit(connection, statements)
+        row = ("INSERT INTO %s (id, n) VALUES (%%s, 0) ON CONFLICT (id) DO NOTHING" % (table,), (key,))
+        try:
+            run_and_commit(connection, [("CREATE TABLE IF NOT EXISTS %s (id TEXT PRIMARY KEY, n BIGINT NOT NULL)" % (table,), ()), row])
+        except self.errors as error:
+            if self._sqlstate(error) not in _CREATED_MEANWHILE:
+                raise
+            run_and_commit(connection, [row])
 
-    def mark_commit(self, connection: Any, table: str, key: str, number: int) -> Tuple[bool, Any]:
+    def mark_commit(self, connection: Any, table: str, key: str, number: int) -> Tuple[bool, bool, Any]:
         """
         One statement: set the marker only if the transaction has a
         transaction id, i.e. wrote (C{txid_current_if_assigned()}, which
         assigns none to read-only work: "Transaction ID and Snapshot
-        Information Functions"), and return the backend's pid.
+        Information Functions"), and return whether it has one, whether
+        the row was updated, and the backend's pid.  Whether it wrote is
+        read apart from whether the row was updated: a missing row must
+        not make a write look like a read, which would be replayed.
         """
         cursor = connection.cursor()
         try:
             cursor.execute(
-                "UPDATE %s SET n = %%s WHERE id = %%s AND txid_current_if_assigned() IS NOT NULL"
-                " RETURNING pg_backend_pid()" % (table,),
+                "WITH marked AS (UPDATE %s SET n = %%s WHERE id = %%s AND txid_current_if_assigned() IS NOT NULL"
+                " RETURNING 1) SELECT txid_current_if_assigned() IS NOT NULL, (SELECT count(*) FROM marked),"
+                " pg_backend_pid()" % (table,),
                 (number, key),
             )
-            rows = cursor.fetchall()
+            wrote, marked, pid = cursor.fetchall()[0]
         finally:
             close_quietly(cursor)
-        return (True, rows[0][0]) if rows else (False, None)
+        return bool(wrote), bool(marked), pid
 
-    def _read_marker(self, connection: Any, table: str, key: str, wait: float) -> Optional[int]:
+    def _read_marker(self, connection: Any, table: str, key: str, wait: float, number: int) -> Optional[int]:
         """
         C{SELECT ... FOR UPDATE} under C{SET LOCAL lock_timeout}: in READ
         COMMITTED, a row locked by another transaction is read again once
-        that one ends ("13.2.1. Read Committed Isolation Level").
+        that one ends ("13.2.1. Read Committed Isolation Level").  A
+        PostgreSQL cluster has one primary: nothing to fence.
         """
         cursor = connection.cursor()
         try:
