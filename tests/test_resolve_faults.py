@@ -119,6 +119,8 @@ def audit(testcase: TestCase, what: str, load: WriteLoad, stored: List[int], poo
     }
     for key in ("resolved_committed", "resolved_aborted", "resolve_failed", "replays", "disconnects"):
         report[key] = stats[key]
+    if load.failed:
+        report["examples"] = sorted({"%s: %s" % (f.type.__name__, f.value) for _, f in load.failed})[:5]
     _log.info("resolve-audit {what}: {report}", what=what, report=report)
     return report
 

@@ -67,6 +67,9 @@ DISCONNECT_CODES: FrozenSet[int] = frozenset(
 #     back before running it again.
 CONFLICT_CODES: FrozenSet[int] = frozenset({1213, 1205})
 
+# ER_NO_SUCH_TABLE: the marker table is not there (yet).
+_NO_SUCH_TABLE = 1146
+
 # ER_LOCK_WAIT_TIMEOUT, and ER_NO_SUCH_THREAD "Unknown thread id" (KILL of
 # a session that has already ended).
 _LOCK_WAIT_TIMEOUT = 1205
@@ -371,15 +374,22 @@ class MySQLProtocolDriver(Driver):
 
     def create_commit_marker(self, connection: Any, table: str, key: str) -> None:
         """
-        C{CREATE TABLE IF NOT EXISTS} (InnoDB), then the row with
-        C{INSERT IGNORE}, committed.
+        The row with C{INSERT IGNORE}, committed; if the table is missing
+        (1146), C{CREATE TABLE IF NOT EXISTS} (InnoDB) first.  Not the
+        C{CREATE} every time: on Galera every DDL statement runs in total
+        order across the cluster and aborts the transactions that touch
+        the table, the other threads' markers among them.
         """
+        row = ("INSERT IGNORE INTO %s (id, n) VALUES (%%s, 0)" % (table,), (key,))
+        try:
+            run_and_commit(connection, [row])
+            return
+        except self.errors as error:
+            if _error_code(error) != _NO_SUCH_TABLE:
+                raise
         run_and_commit(
             connection,
-            [
-                ("CREATE TABLE IF NOT EXISTS %s (id VARCHAR(64) PRIMARY KEY, n BIGINT NOT NULL) ENGINE=InnoDB" % (table,), ()),
-                ("INSERT IGNORE INTO %s (id, n) VALUES (%%s, 0)" % (table,), (key,)),
-            ],
+            [("CREATE TABLE IF NOT EXISTS %s (id VARCHAR(64) PRIMARY KEY, n BIGINT NOT NULL) ENGINE=InnoDB" % (table,), ()), row],
         )
 
     def mark_commit(self, connection: Any, table: str, key: str, number: int) -> Tuple[bool, bool, Any]:

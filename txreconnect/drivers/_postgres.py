@@ -54,6 +54,9 @@ READ_ONLY_SQL_TRANSACTION = "25006"
 # lock_not_available: a lock wait ran past lock_timeout.
 _LOCK_NOT_AVAILABLE = "55P03"
 
+# undefined_table: the marker table is not there (yet).
+_UNDEFINED_TABLE = "42P01"
+
 # unique_violation (in the catalog: "duplicate key value violates unique
 # constraint pg_type_typname_nsp_index") and duplicate_table: what a
 # CREATE TABLE IF NOT EXISTS raises when another session creates the same
@@ -134,14 +137,22 @@ class PostgresDriver(Driver):
 
     def create_commit_marker(self, connection: Any, table: str, key: str) -> None:
         """
-        C{CREATE TABLE IF NOT EXISTS}, then the row, C{ON CONFLICT DO
-        NOTHING}, in one committed transaction.  Two sessions creating the
-        table at once may collide in the catalog (23505, or 42P07): the
-        other one made it, so only the row is inserted then.
+        The row, C{ON CONFLICT DO NOTHING}, committed; if the table is
+        missing (42P01), C{CREATE TABLE IF NOT EXISTS} first, in the same
+        transaction.  Two sessions creating the table at once may collide
+        in the catalog (23505, or 42P07): the other one made it, so only
+        the row is inserted then.
         """
         row = ("INSERT INTO %s (id, n) VALUES (%%s, 0) ON CONFLICT (id) DO NOTHING" % (table,), (key,))
+        create = ("CREATE TABLE IF NOT EXISTS %s (id TEXT PRIMARY KEY, n BIGINT NOT NULL)" % (table,), ())
         try:
-            run_and_commit(connection, [("CREATE TABLE IF NOT EXISTS %s (id TEXT PRIMARY KEY, n BIGINT NOT NULL)" % (table,), ()), row])
+            run_and_commit(connection, [row])
+            return
+        except self.errors as error:
+            if self._sqlstate(error) != _UNDEFINED_TABLE:
+                raise
+        try:
+            run_and_commit(connection, [create, row])
         except self.errors as error:
             if self._sqlstate(error) not in _CREATED_MEANWHILE:
                 raise
