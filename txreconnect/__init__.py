@@ -7,6 +7,7 @@ from txreconnect._replay import idempotent
 from txreconnect.errors import (
     ConfigurationError,
     DisconnectionError,
+    PoolOverloaded,
     TransactionOutcomeUnknown,
     WrongServerError,
 )
@@ -18,6 +19,7 @@ __all__ = [
     "ConfigurationError",
     "DisconnectionError",
     "FailFast",
+    "PoolOverloaded",
     "ReconnectPolicy",
     "ReconnectingConnectionPool",
     "TransactionOutcomeUnknown",

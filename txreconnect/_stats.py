@@ -29,6 +29,8 @@ _COUNTERS = (
     "health_checks",
     "health_check_failures",
     "seconds_waiting",
+    "rejected",
+    "wait_timeouts",
 )
 
 

@@ -7,7 +7,7 @@ C{__cause__}, so applications and logs keep the driver's own words.
 
 from twisted.enterprise.adbapi import ConnectionLost
 
-__all__ = ["ConfigurationError", "DisconnectionError", "TransactionOutcomeUnknown", "WrongServerError"]
+__all__ = ["ConfigurationError", "DisconnectionError", "PoolOverloaded", "TransactionOutcomeUnknown", "WrongServerError"]
 
 
 class DisconnectionError(ConnectionLost):
@@ -43,6 +43,21 @@ class WrongServerError(DisconnectionError):
     target with C{target_session_attrs=read-write} so that the pool can
     find the writer by itself.  The driver's refusal is chained as
     C{__cause__}.
+    """
+
+
+class PoolOverloaded(DisconnectionError):
+    """
+    The pool could not start the call: as many calls as
+    C{cp_max_waiting} were already waiting for a pool thread, or the call
+    waited for one longer than C{cp_wait_timeout}.
+
+    Nothing was sent to the database, so retrying the call is safe (best
+    later, or elsewhere: the pool is busy, or the database is down).  A
+    subclass of L{DisconnectionError}, whose promise it keeps (nothing was
+    committed, a retry is safe), so that code that already handles that
+    error handles this one; it chains no driver error.  It does not count
+    as an outage.
     """
 
 

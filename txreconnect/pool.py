@@ -17,17 +17,20 @@ from time import monotonic as _monotonic
 from typing import Any, Callable, Dict, List, Optional, Set, TypeVar
 
 from twisted.enterprise import adbapi
+from twisted.internet import defer, threads
 from twisted.logger import Logger
 from twisted.python import reflect
 from twisted.python.threadpool import ThreadPool
 
 from txreconnect import _decide, _fork
+from txreconnect._admission import Gate
 from txreconnect._decide import Attempt, Kind, Outcome
 from txreconnect._options import count, flag, optional_seconds, sizes
 from txreconnect._outage import UP, Outage, describe
 from txreconnect._replay import is_idempotent
 from txreconnect._resolve import CommitMarkers, Marker
 from txreconnect._stats import Stats
+from txreconnect._timing import Snapshot, Timings
 from txreconnect._watchdog import SocketId, Watchdog, socket_id
 from txreconnect.drivers import Driver, driver_for
 from txreconnect.errors import ConfigurationError
@@ -57,6 +60,8 @@ _OWN_OPTIONS = (
     "follow_writer",
     "conflict_retries",
     "resolve_commits",
+    "max_waiting",
+    "wait_timeout",
 )
 
 #: conflicts further apart than this (seconds) are separate bursts, each
@@ -329,6 +334,10 @@ class ReconnectingConnectionPool(adbapi.ConnectionPool):
     conflict_retries = 0
     #: whether a COMMIT in flight when the connection was lost is resolved
     resolve_commits = False
+    #: the most calls that may wait for a pool thread; None: no bound
+    max_waiting: Optional[int] = None
+    #: the longest a call may wait for a pool thread (seconds); None: no bound
+    wait_timeout: Optional[float] = None
 
     connectionFactory = _Connection
     transactionFactory = _Transaction
@@ -362,6 +371,10 @@ class ReconnectingConnectionPool(adbapi.ConnectionPool):
         follow_writer = flag("cp_follow_writer", mine["follow_writer"])
         conflict_retries = count("cp_conflict_retries", mine["conflict_retries"])
         resolve_commits = flag("cp_resolve_commits", mine["resolve_commits"])
+        max_waiting = None if mine["max_waiting"] is None else count("cp_max_waiting", mine["max_waiting"])
+        if max_waiting == 0:
+            raise ConfigurationError("cp_max_waiting must be at least 1 (or None: no bound), not 0")
+        wait_timeout = optional_seconds("cp_wait_timeout", mine["wait_timeout"])
         # adbapi imports the module by the same name; it is cached.
         driver = driver_for(reflect.namedModule(dbapiName))
         given = {key: value for key, value in connkw.items() if not key.startswith("cp_")}
@@ -381,6 +394,8 @@ class ReconnectingConnectionPool(adbapi.ConnectionPool):
             self.follow_writer = follow_writer
             self.conflict_retries = conflict_retries
             self.resolve_commits = resolve_commits
+            self.max_waiting = max_waiting
+            self.wait_timeout = wait_timeout
             if resolve_commits and self.connectionFactory is _Connection:
                 self.connectionFactory = _MarkingConnection
             # The same ids as adbapi's threadable.getThreadID, without two
@@ -435,6 +450,11 @@ class ReconnectingConnectionPool(adbapi.ConnectionPool):
     _last_conflict = -math.inf
     #: the commit markers of this process, with cp_resolve_commits
     _markers: Optional[CommitMarkers] = None
+    #: the admission of calls, with cp_max_waiting, cp_wait_timeout or
+    #: timings (None: adbapi's path)
+    _gate: Optional[Gate] = None
+    #: the wait, use and connect histograms, once enable_timings() ran
+    _timings: Optional[Timings] = None
 
     #: the driver's rules (a subclass that skips our __init__: generic
     #: rules that know no error, as adbapi knows none)
@@ -476,6 +496,17 @@ class ReconnectingConnectionPool(adbapi.ConnectionPool):
         self._watchdog = Watchdog(name=repr(self))
         self._last_conflict = -math.inf
         self._markers = CommitMarkers() if self.resolve_commits else None
+        self._make_gate()
+
+    def _make_gate(self) -> None:
+        """
+        Admit calls through a L{Gate} if the pool bounds waiting calls or
+        measures timings; else straight to the thread pool, as adbapi.
+        """
+        if self.max_waiting is None and self.wait_timeout is None and self._timings is None:
+            self._gate = None
+        else:
+            self._gate = Gate(self, self.max_waiting, self.wait_timeout, self._timings)
 
     def __repr__(self) -> str:
         connkw = getattr(self, "connkw", {})
@@ -508,6 +539,75 @@ class ReconnectingConnectionPool(adbapi.ConnectionPool):
         snapshot: Dict[str, Any] = self._stats.snapshot()
         snapshot["state"] = self._outage.state
         return snapshot
+
+    def occupancy(self) -> Dict[str, int]:
+        """
+        What the pool holds now, read without a lock (each number is
+        current, their sum may be a moment apart).
+
+        @return: C{max} (C{cp_max}), C{connections} (open connections),
+            C{used} (pool threads running a call), C{idle} (open
+            connections not in use) and C{waiting} (calls waiting for a
+            pool thread).
+        """
+        gate = self._gate
+        pool = self.threadpool
+        used = len(pool.working)
+        connections = len(self.connections)
+        return {
+            "max": self.max,
+            "connections": connections,
+            "used": used,
+            "idle": max(0, connections - used),
+            "waiting": gate.waiting if gate is not None else pool.q.qsize(),
+        }
+
+    def enable_timings(self) -> None:
+        """
+        Measure, from now on, how long each call waits for a pool thread
+        (C{wait}), how long it holds it (C{use}) and how long each new
+        connection takes to open (C{connect}), for L{timings}.  Off by
+        default; L{txreconnect.metrics} turns it on for the pools it
+        serves.  Counting takes no lock on the path of a call.  Calling it
+        again does nothing.
+        """
+        if self._timings is None:
+            self._timings = Timings()
+            self._make_gate()
+
+    def timings(self) -> Dict[str, Snapshot]:
+        """
+        @return: by name (C{wait}, C{use}, C{connect}): the histogram's
+            bucket upper bounds in seconds, the count in each bucket and
+            one more for the rest (not cumulative), the sum of the
+            observations and their count.  Empty until L{enable_timings}.
+        """
+        timings = self._timings
+        return {} if timings is None else timings.snapshot()
+
+    # --- admission (the reactor thread) --------------------------------------
+
+    def runInteraction(self, interaction: Callable[..., _T], *args: Any, **kw: Any) -> "defer.Deferred[_T]":
+        """
+        As C{adbapi.ConnectionPool.runInteraction}; with C{cp_max_waiting}
+        or C{cp_wait_timeout}, the call may fail with L{PoolOverloaded <txreconnect.PoolOverloaded>}
+        before it reaches the database.
+        """
+        gate = self._gate
+        if gate is None:
+            return threads.deferToThreadPool(self._reactor, self.threadpool, self._runInteraction, interaction, *args, **kw)
+        return gate.submit(self._runInteraction, interaction, *args, **kw)
+
+    def runWithConnection(self, func: Callable[..., _T], *args: Any, **kw: Any) -> "defer.Deferred[_T]":
+        """
+        As C{adbapi.ConnectionPool.runWithConnection}; with
+        C{cp_max_waiting} or C{cp_wait_timeout}, the call may fail with
+        L{PoolOverloaded <txreconnect.PoolOverloaded>} before it reaches the database.
+        """
+        gate = self._gate
+        if gate is None:
+            return threads.deferToThreadPool(self._reactor, self.threadpool, self._runWithConnection, func, *args, **kw)
+        return gate.submit(self._runWithConnection, func, *args, **kw)
 
     # --- the run loop (pool threads) -----------------------------------------
 
@@ -857,11 +957,15 @@ class ReconnectingConnectionPool(adbapi.ConnectionPool):
         self._stats.add("connect_attempts")
         if _get_ident() in self._replacing or self._outage.state != UP:
             self._stats.add("reconnect_attempts")
+        timings = self._timings
+        began = _monotonic()
         try:
             conn = self._driver.connect(self.connargs, self.connkw, self.dbapi.connect)
         except self._outage.errors:
             self._stats.add("connect_failures")
             raise
+        if timings is not None:
+            timings.connect.observe(_monotonic() - began)
         try:
             self._driver.prepare(conn)
             if self.openfun is not None:

@@ -114,6 +114,8 @@ _POOL_OPTIONS: Dict[str, _convert.Converter] = {
     "cp_follow_writer": _convert.boolean,
     "cp_conflict_retries": _convert.integer(0),
     "cp_resolve_commits": _convert.boolean,
+    "cp_max_waiting": _convert.integer(1),
+    "cp_wait_timeout": _convert.seconds(allow_none=True),
 }
 
 #: pool options that are Python objects, given to from_url() instead
