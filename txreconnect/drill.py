@@ -15,6 +15,11 @@ With no arguments the drill runs on SQLite in a temporary file; C{--spawn}
 starts a throwaway PostgreSQL or MariaDB server (and restarts it), C{--url}
 drills a server of yours through a fault proxy (no restarts).  The exit
 status is 0 when txreconnect's audit is clean.
+
+C{--metrics-port PORT} serves txreconnect's pool's metrics
+(L{txreconnect.metrics}) at C{http://127.0.0.1:PORT/metrics} while the
+drill runs, for a Prometheus or a C{curl} to watch them move through the
+faults (needs C{pip install txreconnect[metrics]}).
 """
 
 from __future__ import annotations
@@ -88,6 +93,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, help="repeat a fault schedule (default: a random one, shown)")
     parser.add_argument("--log", metavar="FILE", help="write the log (the pools' warnings, adbapi's "
                         "tracebacks) to FILE; by default it is only counted")
+    parser.add_argument("--metrics-port", type=_port, metavar="PORT",
+                        help="serve txreconnect's pool's Prometheus metrics at http://127.0.0.1:PORT/metrics "
+                        "while the drill runs (needs pip install txreconnect[metrics])")
 
 
 def _positive(kind: Any) -> Any:
@@ -98,6 +106,39 @@ def _positive(kind: Any) -> Any:
         return value
 
     return parse
+
+
+def _port(text: str) -> int:
+    if not (text.isdigit() and 0 < int(text) <= 65535):
+        raise argparse.ArgumentTypeError("must be a TCP port (1 to 65535), not %r" % (text,))
+    return int(text)
+
+
+def _serve_metrics(reactor: Any, port: int) -> Any:
+    """
+    Serve the default C{prometheus_client} registry at
+    C{http://127.0.0.1:port/metrics}.
+
+    @return: the L{PoolCollector <txreconnect.metrics.PoolCollector>} of
+        that registry, to add the pool to.
+    @raise ImportError: C{prometheus_client} is not installed; the
+        message says what to install.
+    @raise ConfigurationError: the port cannot be listened on.
+    """
+    from prometheus_client.twisted import MetricsResource
+    from twisted.internet.error import CannotListenError
+    from twisted.web import resource, server
+
+    from txreconnect import metrics
+
+    root = resource.Resource()
+    root.putChild(b"metrics", MetricsResource())
+    try:
+        reactor.listenTCP(port, server.Site(root), interface="127.0.0.1")
+    except CannotListenError as error:
+        raise ConfigurationError("--metrics-port %d: cannot listen on 127.0.0.1 (%s)" % (port, error.socketError))
+    collector = metrics.PoolCollector()
+    return collector.register()
 
 
 def run(options: argparse.Namespace) -> int:
@@ -117,6 +158,13 @@ def run(options: argparse.Namespace) -> int:
     site: Optional[Site] = None
     try:
         driver, connect_kwargs, pool_kwargs = _where(options)
+        collector = None
+        if options.metrics_port is not None:
+            try:
+                collector = _serve_metrics(reactor, options.metrics_port)
+            except ImportError as error:
+                raise ImportError("--metrics-port needs prometheus_client (%s): pip install txreconnect[metrics]"
+                                  % (error,))
         if options.spawn:
             server = SERVERS[options.spawn][0]()
             print("starting a throwaway %s server..." % (server.product,), flush=True)
@@ -129,7 +177,7 @@ def run(options: argparse.Namespace) -> int:
                 pool_kwargs["cp_resolve_commits"] = True
         outcome: Dict[str, int] = {}
         try:
-            task.react(_main, (site, options, pool_kwargs, seed, log, outcome))
+            task.react(_main, (site, options, pool_kwargs, seed, log, outcome, collector))
         except SystemExit:
             pass
         if "code" not in outcome:
@@ -230,9 +278,10 @@ def _main(
     seed: int,
     log: Log,
     outcome: Dict[str, int],
+    collector: Any = None,
 ) -> Generator[Any, Any, None]:
     try:
-        code = yield _drill(reactor, site, options, pool_kwargs, seed, log)
+        code = yield _drill(reactor, site, options, pool_kwargs, seed, log, collector)
     except Exception:
         sys.stderr.write("txreconnect drill failed:\n" + traceback.format_exc())
         code = 2
@@ -241,7 +290,13 @@ def _main(
 
 @defer.inlineCallbacks
 def _drill(
-    reactor: Any, site: Site, options: argparse.Namespace, pool_kwargs: Dict[str, Any], seed: int, log: Log
+    reactor: Any,
+    site: Site,
+    options: argparse.Namespace,
+    pool_kwargs: Dict[str, Any],
+    seed: int,
+    log: Log,
+    collector: Any = None,
 ) -> Generator[Any, Any, int]:
     screen = Screen(sys.stdout.isatty())
     kinds = sorted(site.faults)
@@ -262,6 +317,9 @@ def _drill(
         yield site.create_table(target)
         kwargs = dict(extra, cp_min=1, cp_max=options.concurrency, **target.connkw)
         pool = make(site.driver, *target.connargs, **kwargs)
+        if collector is not None and isinstance(pool, ReconnectingConnectionPool):
+            collector.add(pool, label)
+            screen.line("  metrics: http://127.0.0.1:%d/metrics (pool name %r)" % (options.metrics_port, label))
         record = Record(label)
         pools.append((pool, record, Workload(reactor, pool, target.sql, record, options.concurrency, seed)))
 

@@ -11,6 +11,7 @@ Run it under twistd (the C{txreconnect-example-web} plugin)::
 
     curl -s localhost:8080/          # {"database_time": "...", "pool": "up"}
     curl -s localhost:8080/stats     # the pool's counters
+    curl -s localhost:8080/metrics   # the same for Prometheus (txreconnect[metrics])
 
 Restart the database (C{systemctl restart postgresql}) and ask again: the
 first request after the restart finds its connection dead, and the pool
@@ -18,6 +19,11 @@ opens a new one and runs the query again, so the answer is still 200.
 While the database is down, requests get 503 with C{Retry-After} at once
 (the pool's default L{FailFast} policy), never a hung request, and the
 service is back as soon as the database is.
+
+With C{prometheus_client} installed (C{pip install txreconnect[metrics]}),
+C{GET /metrics} serves the pool's metrics (L{txreconnect.metrics}) and
+the process's, in Prometheus's text format, with
+C{prometheus_client.twisted.MetricsResource}.
 
 How errors map to HTTP (L{DatabaseClock}):
 
@@ -44,7 +50,7 @@ from __future__ import annotations
 import importlib
 import json
 import os
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 from twisted.application import internet, service
 from twisted.internet import defer
@@ -78,20 +84,29 @@ class DatabaseClock(resource.Resource):
     C{GET /}: the database's clock, as JSON: C{{"database_time": ISO 8601,
     "pool": "up" | "down" | "probing"}}, one query per request.
     C{GET /stats}: L{ReconnectingConnectionPool.stats}.
+    C{GET /metrics}: C{metrics}, if given.
     Other paths: 404.  Errors: see the module docstring.
     """
-
-    isLeaf = True
 
     #: the query each request runs (standard SQL: PostgreSQL and MySQL)
     query = "SELECT CURRENT_TIMESTAMP"
 
-    def __init__(self, pool: ReconnectingConnectionPool) -> None:
+    def __init__(self, pool: ReconnectingConnectionPool, metrics: Optional[resource.IResource] = None) -> None:
         """
         @param pool: the pool to query.
+        @param metrics: what serves C{/metrics} (C{None}: 404 there).
         """
         super().__init__()
         self.pool = pool
+        self.metrics = metrics
+
+    def getChild(self, path: bytes, request: server.Request) -> resource.IResource:
+        # Every path but /metrics is this resource's (render_GET reads
+        # request.path).
+        if path == b"metrics" and self.metrics is not None:
+            return self.metrics
+        request.postpath = []
+        return self
 
     def render_GET(self, request: server.Request) -> Any:
         path = request.path.rstrip(b"/")
@@ -152,23 +167,47 @@ class WebService(service.MultiService):
     when the service starts, and stopping the service stops listening,
     then closes the pool.  It is not meant to be started again.
 
+    With C{prometheus_client} installed, the pool's metrics are served at
+    C{/metrics} (L{txreconnect.metrics.track}), until the service stops.
+
     @ivar pool: the L{ReconnectingConnectionPool}.
     @ivar site: the web site (a L{DatabaseClock} at its root).
+    @ivar metrics: the L{PoolCollector <txreconnect.metrics.PoolCollector>}
+        that exports the pool, or C{None} without C{prometheus_client}.
     """
 
-    def __init__(self, listen: str, driver: str, *connargs: Any, **connkw: Any) -> None:
+    def __init__(self, listen: str, driver: str, *connargs: Any, registry: Any = None, **connkw: Any) -> None:
         """
         @param listen: where to listen: a server endpoint description.
         @param driver: the DB-API module's name.
         @param connargs: the positional arguments of the pool.
+        @param registry: the C{prometheus_client} registry C{/metrics}
+            serves (default: C{prometheus_client.REGISTRY}).
         @param connkw: the keyword arguments of the pool (C{connect()}'s
             and the C{cp_*} ones).
+        @raise ConfigurationError: a bad pool option, or another pool of
+            the same C{cp_name} is exported to the registry.
         """
         super().__init__()
         from twisted.internet import reactor
 
         self.pool = ReconnectingConnectionPool(driver, *connargs, **connkw)
-        self.site = server.Site(DatabaseClock(self.pool))
+        self.metrics: Any = None
+        page: Optional[resource.IResource] = None
+        try:
+            from prometheus_client.twisted import MetricsResource
+
+            from txreconnect import metrics
+        except ImportError:
+            pass
+        else:
+            try:
+                self.metrics = metrics.track(self.pool, registry=registry)
+            except BaseException:
+                self.pool.close()
+                raise
+            page = MetricsResource() if registry is None else MetricsResource(registry)
+        self.site = server.Site(DatabaseClock(self.pool, page))
         self.site.displayTracebacks = False
         web = internet.StreamServerEndpointService(serverFromString(reactor, listen), self.site)
         web._raiseSynchronously = True
@@ -176,8 +215,14 @@ class WebService(service.MultiService):
 
     def stopService(self) -> defer.Deferred[None]:
         d = defer.maybeDeferred(super().stopService)
-        d.addBoth(lambda _: self.pool.close())
+        d.addBoth(lambda _: self._close())
         return d
+
+    def _close(self) -> None:
+        if self.metrics is not None:
+            self.metrics.remove(self.pool)
+            self.metrics = None
+        self.pool.close()
 
 
 def _listen_description(value: str) -> str:
