@@ -133,6 +133,85 @@ class _OutageTestsMixin(TestCase):
         ended = self.logged(LogLevel.info, "outage ended after")
         self.assertEqual(len(ended), 1, ended)
 
+    def count_inflight(self, pool: ReconnectingConnectionPool) -> List[int]:
+        """
+        Count the pool's connection attempts in flight.
+
+        @return: C{[now, most]}, updated as attempts start and end.
+        """
+        inflight = [0, 0]
+        lock = threading.Lock()
+        real_open = pool._open
+
+        def counted() -> Any:
+            with lock:
+                inflight[0] += 1
+                inflight[1] = max(inflight)
+            try:
+                return real_open()
+            finally:
+                with lock:
+                    inflight[0] -= 1
+
+        pool._open = counted  # type: ignore[method-assign]
+        return inflight
+
+    @defer.inlineCallbacks
+    def test_waitForDatabaseProbesFastWhileTheServerRefuses(self) -> Any:
+        """
+        While the server is stopped (its port refuses), the pool probes at
+        the fast interval, one attempt at a time, and never backs off: a
+        backoff of 60 s would allow a single attempt in this test.  Once
+        the server starts, every waiting call succeeds.
+        """
+        policy = WaitForDatabase(initial_delay=60, max_delay=60, fast_probe_interval=0.005, deadline=300)
+        pool = self.make_pool(cp_policy=policy)
+        yield warm(pool)
+        yield self.in_thread(self.server.stop)
+        inflight = self.count_inflight(pool)
+        pending = [pool.runQuery("SELECT 1") for _ in range(CP_MAX + 2)]
+        # Each thread makes one attempt before it knows the database is
+        # down, maybe at the same time as the others.
+        yield self.in_thread(
+            wait_until, lambda: pool.stats()["connect_failures"] >= CP_MAX + 2, 60.0, "the outage known"
+        )
+        inflight[1] = 0
+        # Backoff would make one attempt per minute: these are fast probes.
+        yield self.in_thread(
+            wait_until, lambda: pool.stats()["connect_failures"] >= CP_MAX + 22, 60.0, "20 fast probes"
+        )
+        self.assertEqual(pool.stats()["state"], "probing")
+        self.assertEqual(inflight[1], 1)
+        yield self.in_thread(self.server.start)
+        results = yield defer.gatherResults(pending)
+        self.assertEqual([list(map(tuple, rows)) for rows in results], [[(1,)]] * (CP_MAX + 2))
+        self.assertEqual(pool.stats()["state"], "up")
+
+    @defer.inlineCallbacks
+    def test_waitForDatabaseBacksOffAfterAFailedLogin(self) -> Any:
+        """
+        A wrong password costs the server a login: the prober backs off
+        (here: a delay of up to 0.5 s), so that over a 2 s deadline it
+        makes a handful of attempts, not the hundreds that fast probing
+        would, one at a time.
+        """
+        kwargs = self.server.connect_kwargs(self.driver_name)
+        self.assertIn("password", kwargs)
+        policy = WaitForDatabase(initial_delay=0.5, max_delay=0.5, fast_probe_interval=0.005, deadline=2)
+        pool = self.make_pool(password="wrong-" + str(kwargs["password"]), cp_policy=policy)
+        inflight = self.count_inflight(pool)
+        calls = [pool.runQuery("SELECT 1") for _ in range(CP_MAX)]
+        for d in calls:
+            error = yield self.assertFailure(d, DisconnectionError)
+            self.assertIn("gave up after waiting 2", str(error))
+        attempts = pool.stats()["connect_failures"]
+        # The first attempt of each thread (before the outage is known),
+        # then at least one backoff step per attempt; fast probing would
+        # make about 2 / 0.005 = 400.
+        self.assertGreater(attempts, CP_MAX)
+        self.assertLess(attempts, 60)
+        self.assertLessEqual(inflight[1], CP_MAX)
+
     @defer.inlineCallbacks
     def test_closingDuringAWaitFailsEveryPendingCallPromptly(self) -> Any:
         """
@@ -169,21 +248,7 @@ class _OutageTestsMixin(TestCase):
         """
         pool = self.make_pool(cp_policy=FailFast())
         yield warm(pool)
-        inflight = [0, 0]  # now, most
-        lock = threading.Lock()
-        real_open = pool._open
-
-        def counted() -> Any:
-            with lock:
-                inflight[0] += 1
-                inflight[1] = max(inflight)
-            try:
-                return real_open()
-            finally:
-                with lock:
-                    inflight[0] -= 1
-
-        pool._open = counted  # type: ignore[method-assign]
+        inflight = self.count_inflight(pool)
         yield self.in_thread(self.server.stop)
         yield self.assertFailure(pool.runQuery("SELECT 1"), DisconnectionError)
         self.assertEqual(pool.stats()["state"], "down")

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Callable, Optional, TypeVar
 from twisted.logger import Logger
 
 from txreconnect._stats import Stats
+from txreconnect.drivers._base import failed_cheaply
 from txreconnect.errors import DisconnectionError
 
 if TYPE_CHECKING:
@@ -87,9 +88,12 @@ class Outage:
 
         While the database is known to be down, one thread at a time
         probes it; the others fail at once (C{policy.waits} false) or wait
-        for its news.  A waiting thread tries again after
-        C{policy.delay(failures)}, until C{policy.deadline} passes or the
-        pool closes.
+        for its news.  A waiting thread tries again after the pause
+        C{policy.retry_delay} gives for the attempt that failed (short if
+        the driver found the failure cheap for the server, see
+        L{failed_cheaply}; a backoff step if not), until
+        C{policy.deadline} passes or the pool closes.  Either way, one
+        attempt at a time is in flight once the database is known down.
 
         @param policy: the pool's reconnect policy.
         @param open_connection: makes one attempt and returns the
@@ -99,7 +103,7 @@ class Outage:
             the driver's last error.
         """
         deadline = None if policy.deadline is None else time.monotonic() + policy.deadline
-        failures = 0
+        steps = 0
         prober = False
         try:
             while True:
@@ -122,8 +126,7 @@ class Outage:
                             "could not connect to the database (%s); nothing was sent, so retrying the "
                             "call is safe" % (describe(error),)
                         ) from error
-                pause = policy.delay(failures)
-                failures += 1
+                    pause, steps = policy.retry_delay(steps, failed_cheaply(error))
                 with self.condition:
                     self._check_open()
                     left = self._left(deadline, policy)

@@ -15,7 +15,7 @@ drivers txreconnect does not know.
 
 from __future__ import annotations
 
-from typing import Any, Callable, ClassVar, Dict, List, Mapping, Optional, Sequence, Tuple, Type
+from typing import Any, Callable, ClassVar, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Type
 
 from txreconnect._convert import Converter
 
@@ -90,6 +90,39 @@ def _mentions(message: str, fragments: Tuple[str, ...]) -> bool:
         if index >= 0 and not _QUOTES.intersection(line[:index]):
             return True
     return False
+
+
+#: the attribute that L{Driver.connect} sets on the error of a failed
+#: attempt: the driver's verdict on what the attempt cost the server
+_CHEAP_MARK = "_txreconnect_cheap"
+
+
+def failed_cheaply(error: BaseException) -> bool:
+    """
+    Tell whether a failed connection attempt cost the server nothing, as
+    the driver judged it when L{Driver.connect} raised C{error} (see
+    L{Driver.connect_failure_is_cheap}).
+
+    @param error: the error a failed attempt raised.
+    @return: the driver's verdict; C{False} for an error that did not come
+        through L{Driver.connect} (a pool's C{_open} replaced in a test,
+        an C{openfun} that failed).
+    """
+    return getattr(error, _CHEAP_MARK, None) is True
+
+
+def error_chain(error: BaseException) -> Iterator[BaseException]:
+    """
+    @param error: an exception.
+    @return: C{error}, then the errors it was raised from or during
+        (C{__cause__}, else C{__context__}), each once.
+    """
+    seen = set()
+    current: Optional[BaseException] = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        current = current.__cause__ or current.__context__
 
 
 def close_quietly(cursor: Any) -> None:
@@ -411,10 +444,13 @@ class Driver:
     ) -> Any:
         """
         Open a connection: the one place where the pool calls the driver's
-        C{connect()}, so that a driver without a host list of its own can
-        be given one (see L{MySQLProtocolDriver.connect}).
+        C{connect()} (through L{_connect}, which a driver may override,
+        e.g. to give a driver without one a host list).
 
-        Generic: C{dbapi_connect(*connargs, **connkw)}.
+        The error of a failed attempt carries the verdict of
+        L{connect_failure_is_cheap} (read it with L{failed_cheaply}), so
+        that the pool's reconnect policy can probe quickly while the
+        server only refuses; it is otherwise raised unchanged.
 
         @param connargs: the positional arguments the user gave.
         @param connkw: the keyword arguments, with L{connect_defaults}.
@@ -425,7 +461,58 @@ class Driver:
         @return: a new DB-API connection.
         @raise Exception: the driver's error if no connection could be had.
         """
+        try:
+            return self._connect(connargs, connkw, dbapi_connect)
+        except BaseException as error:
+            if self.errors and isinstance(error, self.errors):
+                try:
+                    cheap = self.connect_failure_is_cheap(error)
+                except Exception:
+                    cheap = False
+                try:
+                    setattr(error, _CHEAP_MARK, cheap)
+                except Exception:
+                    pass  # an error class with __slots__: costly, then
+            raise
+
+    def _connect(
+        self,
+        connargs: Sequence[Any],
+        connkw: Dict[str, Any],
+        dbapi_connect: Optional[Callable[..., Any]] = None,
+    ) -> Any:
+        """
+        Open a connection (see L{connect}).
+
+        Generic: C{dbapi_connect(*connargs, **connkw)}.
+
+        @param connargs: the positional arguments the user gave.
+        @param connkw: the keyword arguments, with L{connect_defaults}.
+        @param dbapi_connect: the function that opens one connection.
+        @return: a new DB-API connection.
+        @raise Exception: the driver's error if no connection could be had.
+        """
         return (dbapi_connect or self.module.connect)(*connargs, **connkw)
+
+    def connect_failure_is_cheap(self, exc: BaseException) -> bool:
+        """
+        Tell whether a failed connection attempt cost the server nothing,
+        so that the next one may follow within milliseconds: nothing
+        listened (the kernel refused the connection), or the server
+        answered at once that it does not accept sessions yet (starting
+        up, shutting down).  A failed login, too many connections, a
+        timeout or anything unknown costs it something (a process or
+        thread, an authentication, a slot): those back off.
+
+        Generic: a C{ConnectionRefusedError} raised the error or was being
+        handled when it was raised (PEP 3134's C{__cause__} and
+        C{__context__}: pg8000 and PyMySQL raise their own errors from
+        the socket's).
+
+        @param exc: the driver's error from a failed C{connect()}.
+        @return: whether the attempt was cheap for the server.
+        """
+        return any(isinstance(error, ConnectionRefusedError) for error in error_chain(exc))
 
     def wants_writer(self, connargs: Sequence[Any], connkw: Dict[str, Any]) -> bool:
         """

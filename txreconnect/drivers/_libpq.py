@@ -13,7 +13,8 @@ import os
 from typing import Any, ClassVar, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from txreconnect import _convert
-from txreconnect.drivers._postgres import PostgresDriver
+from txreconnect.drivers._base import _message
+from txreconnect.drivers._postgres import TRANSIENT_REFUSALS, PostgresDriver
 
 # Messages raised without a SQLSTATE, i.e. written by the client, compared
 # in lower case, first line only and outside quotes (see _base._mentions).
@@ -91,6 +92,16 @@ _DSN_KEYWORDS: Tuple[str, ...] = ("dsn", "conninfo")
 # "Environment Variables"): a user who set it has chosen a value.
 _ENVIRONMENT_DEFAULTS: Dict[str, str] = {"connect_timeout": "PGCONNECT_TIMEOUT"}
 
+# The reasons in libpq's message for a connection attempt that cost the
+# server nothing: the C library's strerror() for a refused TCP connection
+# and for a missing Unix socket (the server removes it when it stops), and
+# the server's own 57P03 answers while it starts or stops.
+_CHEAP_REASONS: Tuple[str, ...] = ("connection refused", "no such file or directory") + TRANSIENT_REFUSALS
+
+# Lines of libpq's (and psycopg's) message that give no reason: a header,
+# the server's DETAIL and HINT lines (hints are indented with a tab).
+_NO_REASON = ("multiple connection attempts failed", "detail:", "hint:")
+
 
 class LibpqDriver(PostgresDriver):
     """
@@ -125,6 +136,31 @@ class LibpqDriver(PostgresDriver):
     # EOF detected", as a plain DatabaseError (pq_raise() in pqpath.c: "reported
     # happening e.g. when the connection is closed").
     exact_message_classes: ClassVar[Tuple[str, ...]] = ("DatabaseError",)
+
+    def connect_failure_is_cheap(self, exc: BaseException) -> bool:
+        """
+        libpq reports a failed connection in words only (no SQLSTATE, not
+        even for the server's own refusal): one line per host tried, each
+        with its reason (libpq 14 and later: C{connection to server at
+        ... failed: Connection refused}; before: C{could not connect to
+        server: No such file or directory}; the server's own words after
+        C{FATAL:}), followed by hints indented with a tab.  The attempt
+        was cheap if every host's reason is one of L{_CHEAP_REASONS}; a
+        failed password, too many clients, a timeout or an unknown reason
+        on any line makes it costly (so does a translated message:
+        C{lc_messages} or the client's locale).
+
+        @param exc: the driver's error from a failed C{connect()}.
+        @return: whether the attempt was cheap for the server.
+        """
+        if super().connect_failure_is_cheap(exc):
+            return True
+        reasons = [
+            line.lower()
+            for line in _message(exc).splitlines()
+            if line.strip() and not line[:1].isspace() and not line.lower().startswith(_NO_REASON)
+        ]
+        return bool(reasons) and all(any(cheap in line for cheap in _CHEAP_REASONS) for line in reasons)
 
     def ping(self, connection: Any) -> None:
         """

@@ -8,10 +8,11 @@ L{Driver} at construction.
 
 from __future__ import annotations
 
+import errno
 from typing import Any, Callable, ClassVar, Dict, FrozenSet, List, Mapping, Optional, Sequence, Tuple
 
 from txreconnect import _convert
-from txreconnect.drivers._base import Driver, _message, close_quietly, run_and_commit
+from txreconnect.drivers._base import Driver, _message, close_quietly, error_chain, run_and_commit
 from txreconnect.errors import ConfigurationError
 
 # Error numbers (args[0]) that mean the connection is gone.  Sources: the
@@ -110,6 +111,9 @@ _READ_ONLY_MODE = 1836
 # no server of a host list would do (a disconnect code, so that it reads
 # like the failure of one server).
 _CONN_HOST_ERROR = 2003
+
+# CR_CONNECTION_ERROR "Can't connect to local MySQL server through socket".
+_CONNECTION_ERROR = 2002
 
 #: target_session_attrs values this pool understands for MySQL: libpq's
 #: names, since MySQL drivers have no such setting
@@ -270,7 +274,34 @@ class MySQLProtocolDriver(Driver):
             exc, self._errors("OperationalError", "InterfaceError", "ProgrammingError")
         )
 
-    def connect(
+    def connect_failure_is_cheap(self, exc: BaseException) -> bool:
+        """
+        Error 2002 (C{CR_CONNECTION_ERROR}, a local socket) or 2003
+        (C{CR_CONN_HOST_ERROR}, TCP) "Can't connect" whose reason is that
+        nothing listens: the connection was refused (C{ECONNREFUSED}) or
+        the socket file is missing (C{ENOENT}: the server removes it when
+        it stops).  PyMySQL raises it from the socket's own error (the
+        error's C{__context__}); the C client library (mysqlclient) ends
+        its message with the errno in parentheses (MariaDB Connector/C
+        reports a refused TCP connection as 115, C{EINPROGRESS}, from its
+        non-blocking connect, which tells nothing: costly).  Any other
+        2002/2003 (a timeout, no route, a host list whose servers all
+        failed) and
+        every error the server sent (1040 too many connections, 1045
+        access denied, 1129 host blocked, 1053 shutdown in progress) are
+        costly.
+
+        @param exc: the driver's error from a failed C{connect()}.
+        @return: whether the attempt was cheap for the server.
+        """
+        if _error_code(exc) not in (_CONNECTION_ERROR, _CONN_HOST_ERROR):
+            return False
+        if any(isinstance(error, (ConnectionRefusedError, FileNotFoundError)) for error in error_chain(exc)):
+            return True
+        text = _message(exc).rstrip()
+        return text.endswith(("(%d)" % (errno.ECONNREFUSED,), "(%d)" % (errno.ENOENT,)))
+
+    def _connect(
         self,
         connargs: Sequence[Any],
         connkw: Dict[str, Any],
@@ -287,7 +318,7 @@ class MySQLProtocolDriver(Driver):
         @param connkw: the keyword arguments; C{host} and C{port} may be
             lists or comma-separated strings.
         @param dbapi_connect: the function that opens one connection (see
-            L{Driver.connect}).
+            L{Driver._connect}).
         @return: a new connection.
         @raise ConfigurationError: a malformed host list or target.
         @raise Exception: the driver's C{OperationalError} (error 2003)

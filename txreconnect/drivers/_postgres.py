@@ -57,6 +57,20 @@ _LOCK_NOT_AVAILABLE = "55P03"
 # undefined_table: the marker table is not there (yet).
 _UNDEFINED_TABLE = "42P01"
 
+# SQLSTATE 57P03 cannot_connect_now, and the server's messages for it
+# while it is on its way up or down (postmaster.c, canAcceptConnections
+# and ProcessStartupPacket): it answers these at once, before any login.
+# Not "the database system is not accepting connections" (a standby
+# with hot_standby off, which never will: probing it quickly would fork
+# a backend every few milliseconds for ever).
+CANNOT_CONNECT_NOW = "57P03"
+TRANSIENT_REFUSALS: Tuple[str, ...] = (
+    "the database system is starting up",
+    "the database system is shutting down",
+    "the database system is not yet accepting connections",
+    "the database system is in recovery mode",
+)
+
 # unique_violation (in the catalog: "duplicate key value violates unique
 # constraint pg_type_typname_nsp_index") and duplicate_table: what a
 # CREATE TABLE IF NOT EXISTS raises when another session creates the same
@@ -106,6 +120,24 @@ class PostgresDriver(Driver):
         if not sqlstate:
             return None
         return is_disconnect_sqlstate(sqlstate)
+
+    def connect_failure_is_cheap(self, exc: BaseException) -> bool:
+        """
+        A refused connection (L{Driver.connect_failure_is_cheap}), or
+        SQLSTATE 57P03 with one of L{TRANSIENT_REFUSALS}: the server
+        answered at once that it is starting up, shutting down or
+        recovering.  A failed login (28P01, 28000), too many connections
+        (53300), a timeout and the rest are costly.
+
+        @param exc: the driver's error from a failed C{connect()}.
+        @return: whether the attempt was cheap for the server.
+        """
+        if super().connect_failure_is_cheap(exc):
+            return True
+        if self._sqlstate(exc) != CANNOT_CONNECT_NOW:
+            return False
+        text = str(exc).lower()
+        return any(fragment in text for fragment in TRANSIENT_REFUSALS)
 
     def is_wrong_server(self, exc: BaseException, wants_writer: bool) -> bool:
         """

@@ -152,7 +152,7 @@ class Pg8000Driver(PostgresDriver):
         sock = getattr(connection, "_usock", None)
         return None if sock is None else int(sock.fileno())
 
-    def connect(
+    def _connect(
         self,
         connargs: Sequence[Any],
         connkw: Dict[str, Any],
