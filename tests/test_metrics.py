@@ -266,6 +266,9 @@ class ScrapeTests(TestCase):
             self.assertGreater(after.value(name, "orders"), before.value(name, "orders"), name)
         self.assertGreater(after.value("db_client_connection_use_time_seconds_sum", "orders"), 0)
 
+        # A pool thread counts as working until it is back among the
+        # waiting ones, a moment after its call's result is delivered.
+        yield wait_until_async(lambda: pool.occupancy()["used"] == 0, DEADLINE, "the pool threads to be idle")
         occupancy = pool.occupancy()
         quiet = yield self.scrape()
         self.assertEqual(pool.occupancy(), occupancy)
