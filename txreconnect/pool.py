@@ -14,7 +14,7 @@ from functools import cached_property
 from types import MappingProxyType
 from threading import get_ident as _get_ident
 from time import monotonic as _monotonic
-from typing import Any, Callable, Dict, List, Optional, Set, TypeVar
+from typing import Any, Callable, Dict, List, Mapping, Optional, Set, Tuple, Type, TypeVar
 
 from twisted.enterprise import adbapi
 from twisted.internet import defer, threads
@@ -24,6 +24,7 @@ from twisted.python.threadpool import ThreadPool
 
 from txreconnect import _decide, _fork
 from txreconnect._admission import Gate
+from txreconnect._credentials import Credentials, CredentialsFailed
 from txreconnect._decide import Attempt, Kind, Outcome
 from txreconnect._options import count, flag, optional_seconds, sizes
 from txreconnect._outage import UP, Outage, describe
@@ -62,6 +63,7 @@ _OWN_OPTIONS = (
     "resolve_commits",
     "max_waiting",
     "wait_timeout",
+    "credentials",
 )
 
 #: conflicts further apart than this (seconds) are separate bursts, each
@@ -295,6 +297,20 @@ class ReconnectingConnectionPool(adbapi.ConnectionPool):
         MySQL drivers, the pool's own host list) and replay under the same
         rules.  If the replay meets a read-only server again, the caller
         gets L{WrongServerError}.  C{False}: such errors pass on unchanged.
+      - C{cp_max_waiting} (default C{None}, no bound): the most calls that
+        may wait for a pool thread; a call beyond it fails at once with
+        L{PoolOverloaded}, without reaching the database.
+      - C{cp_wait_timeout} (default C{None}, no bound): the longest a call
+        may wait for a pool thread, in seconds; past it the call fails
+        with L{PoolOverloaded} and never reaches the database.
+      - C{cp_credentials} (default C{None}): a callable returning a
+        mapping of C{connect()} keywords (say C{user} and C{password}),
+        laid over the others for every new connection.  A password (any
+        of the driver's secret keywords) may also be given as a callable
+        returning it.  Both are called in the pool thread, for each new
+        connection; what they raise or return that cannot be used is a
+        failed connection attempt, which goes through C{cp_policy}.  With
+        L{drain}, credentials rotate without a restart.
 
     When the connection of a pool thread is lost during C{runInteraction},
     C{runQuery} or C{runOperation}, the pool discards it without noise,
@@ -338,6 +354,8 @@ class ReconnectingConnectionPool(adbapi.ConnectionPool):
     max_waiting: Optional[int] = None
     #: the longest a call may wait for a pool thread (seconds); None: no bound
     wait_timeout: Optional[float] = None
+    #: a callable returning connect() keywords for each new connection
+    credentials: Optional[Callable[[], Mapping[str, Any]]] = None
 
     connectionFactory = _Connection
     transactionFactory = _Transaction
@@ -378,6 +396,7 @@ class ReconnectingConnectionPool(adbapi.ConnectionPool):
         # adbapi imports the module by the same name; it is cached.
         driver = driver_for(reflect.namedModule(dbapiName))
         given = {key: value for key, value in connkw.items() if not key.startswith("cp_")}
+        credentials = Credentials.find(given, driver.secret_keywords, mine["credentials"])
         wants_writer = driver.wants_writer(connargs, given)
         if resolve_commits and not driver.commit_markers:
             raise ConfigurationError(
@@ -396,6 +415,7 @@ class ReconnectingConnectionPool(adbapi.ConnectionPool):
             self.resolve_commits = resolve_commits
             self.max_waiting = max_waiting
             self.wait_timeout = wait_timeout
+            self._credentials = credentials
             if resolve_commits and self.connectionFactory is _Connection:
                 self.connectionFactory = _MarkingConnection
             # The same ids as adbapi's threadable.getThreadID, without two
@@ -455,6 +475,8 @@ class ReconnectingConnectionPool(adbapi.ConnectionPool):
     _gate: Optional[Gate] = None
     #: the wait, use and connect histograms, once enable_timings() ran
     _timings: Optional[Timings] = None
+    #: the callables among the connect keywords, if any
+    _credentials: Optional[Credentials] = None
 
     #: the driver's rules (a subclass that skips our __init__: generic
     #: rules that know no error, as adbapi knows none)
@@ -481,7 +503,15 @@ class ReconnectingConnectionPool(adbapi.ConnectionPool):
 
     @cached_property
     def _outage(self) -> Outage:
-        return Outage(lambda: repr(self), self._stats, self._driver.errors or (Exception,))
+        return Outage(lambda: repr(self), self._stats, self._connect_errors())
+
+    def _connect_errors(self) -> Tuple[Type[BaseException], ...]:
+        """
+        @return: what a failed connection attempt raises: the driver's
+            errors, and L{CredentialsFailed}.
+        """
+        errors = self._driver.errors or (Exception,)
+        return (*(errors if isinstance(errors, tuple) else (errors,)), CredentialsFailed)
 
     def _new_process_state(self) -> None:
         """
@@ -492,7 +522,7 @@ class ReconnectingConnectionPool(adbapi.ConnectionPool):
         self._replace_before = 0
         self._generation_lock = threading.Lock()
         self._stats = Stats()
-        self._outage = Outage(lambda: repr(self), self._stats, self._driver.errors or (Exception,))
+        self._outage = Outage(lambda: repr(self), self._stats, self._connect_errors())
         self._watchdog = Watchdog(name=repr(self))
         self._last_conflict = -math.inf
         self._markers = CommitMarkers() if self.resolve_commits else None
@@ -584,6 +614,20 @@ class ReconnectingConnectionPool(adbapi.ConnectionPool):
         """
         timings = self._timings
         return {} if timings is None else timings.snapshot()
+
+    def drain(self) -> None:
+        """
+        Replace every connection of the pool at its next checkout: each
+        call that starts after this gets a new connection (through the
+        reconnect policy, with fresh credentials), and no call fails for
+        it; calls in flight finish on their connections.  For a rotation
+        of credentials, or before a planned failover.  Safe from any
+        thread.
+        """
+        with self._generation_lock:
+            self._generation += 1
+            self._replace_before = self._generation
+        self._log.info("{pool!r}: draining: every connection is replaced at its next use", pool=self)
 
     # --- admission (the reactor thread) --------------------------------------
 
@@ -960,7 +1004,9 @@ class ReconnectingConnectionPool(adbapi.ConnectionPool):
         timings = self._timings
         began = _monotonic()
         try:
-            conn = self._driver.connect(self.connargs, self.connkw, self.dbapi.connect)
+            credentials = self._credentials
+            connkw = self.connkw if credentials is None else credentials.resolve(self.connkw)
+            conn = self._driver.connect(self.connargs, connkw, self.dbapi.connect)
         except self._outage.errors:
             self._stats.add("connect_failures")
             raise

@@ -119,7 +119,7 @@ _POOL_OPTIONS: Dict[str, _convert.Converter] = {
 }
 
 #: pool options that are Python objects, given to from_url() instead
-_NOT_IN_URLS = ("cp_openfun", "cp_reactor")
+_NOT_IN_URLS = ("cp_openfun", "cp_reactor", "cp_credentials")
 
 #: cp_policy values
 _POLICIES = ("fail_fast", "wait")
