@@ -109,7 +109,7 @@ class Settings:
             direct_calls=20000,
             direct_rounds=15,
             instruction_calls=1200,
-            resolve_rounds=250,
+            resolve_rounds=150,
             resolve_inflight=(1, 10),
             round_trip_calls=200,
             recovery_databases=("postgres", "mariadb"),
