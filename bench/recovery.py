@@ -153,14 +153,23 @@ def burst(pool: adbapi.ConnectionPool, write: Callable[..., None], run: str, cal
 
 
 def load(
-    pool: adbapi.ConnectionPool, write: Callable[..., None], run: str, callers: int, until: List[float]
+    pool: adbapi.ConnectionPool,
+    write: Callable[..., None],
+    run: str,
+    callers: int,
+    until: List[float],
+    records: Optional[List[Record]] = None,
 ) -> "defer.Deferred[List[Record]]":
     """
     C{callers} callers write back to back until C{until[0]} (L{clock}; it
     may be moved while they run), each pausing L{ERROR_PAUSE} after a
     failed call.
+
+    @param records: where to append the calls' records as they end (a
+        new list if not given).
     """
-    records: List[Record] = []
+    if records is None:
+        records = []
 
     @defer.inlineCallbacks
     def caller() -> Any:
@@ -177,6 +186,7 @@ _PROBE = r"""
 import sys, time
 driver, deadline = sys.argv[1], time.perf_counter() + float(sys.argv[2])
 kwargs = eval(sys.argv[3])
+pause = float(sys.argv[4])
 module = __import__(driver)
 seen_down = False
 while time.perf_counter() < deadline:
@@ -184,31 +194,37 @@ while time.perf_counter() < deadline:
         conn = module.connect(**kwargs)
     except Exception:
         seen_down = True
-        time.sleep(0.002)
+        time.sleep(pause)
         continue
     at = time.perf_counter()
     conn.close()
     if seen_down:
         print(repr(at))
         sys.exit(0)
-    time.sleep(0.002)
+    time.sleep(pause)
 sys.exit(1)
 """
 
 
-def _probe(target: Target, timeout: float) -> "defer.Deferred[float]":
+def _probe(
+    target: Target, timeout: float, extra: Optional[Dict[str, Any]] = None, pause: float = 0.002
+) -> "defer.Deferred[float]":
     """
     Start a process that connects (outside any pool, and outside this
     process, so that neither our GIL nor our reactor delays it) every
-    2 ms, waits for the server to refuse, then for it to accept again.
+    C{pause} seconds (2 ms), waits for the server to refuse, then for it
+    to accept again.
+
+    @param extra: more keywords for its C{connect()}.
 
     @return: a Deferred firing with the L{clock} time (CLOCK_MONOTONIC,
         the same in every process) of the first session accepted after
         the server was seen down.
     """
     _, kwargs = target.connect_args()
+    kwargs.update(extra or {})
     process = subprocess.Popen(
-        [sys.executable, "-c", _PROBE, target.driver, str(timeout), repr(kwargs)],
+        [sys.executable, "-c", _PROBE, target.driver, str(timeout), repr(kwargs), str(pause)],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
@@ -723,5 +739,8 @@ def run(settings: Settings, targets: Sequence[Target]) -> Any:
     postgres = [t for t in servers if t.key == "postgres"]
     if postgres:
         yield jitter(report, settings, postgres[0])
+    from bench import first_success  # it builds on this module
+
+    yield first_success.run(report, settings, servers)
     report.data["error_pause"] = ERROR_PAUSE
     return report
