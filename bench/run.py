@@ -1,7 +1,7 @@
 """
 The benchmark command::
 
-    .venv/bin/python -m bench [--smoke] [--only overhead|resolve_cost|recovery|resources] [--out DIR]
+    .venv/bin/python -m bench [--smoke] [--only overhead|resolve_cost|recovery|resources|overload] [--out DIR]
 
 It starts its own throwaway PostgreSQL and MariaDB servers (on free
 loopback ports, in temporary directories), runs the sections, prints
@@ -24,14 +24,14 @@ from typing import Any, List, Optional, Sequence
 from twisted.internet import defer, task
 from twisted.logger import globalLogBeginner, jsonFileLogObserver
 
-from bench import overhead, plot, recovery, resolve_cost, resources
+from bench import overhead, overload, plot, recovery, resolve_cost, resources
 from bench._common import Report, Settings, Target, machine_line
 from bench._render import json_safe, markdown_file
 from txreconnect.testing import MariaDBServer, PostgresServer, ServerNotAvailable, required
 
 __all__ = ["main"]
 
-SECTIONS = ("overhead", "resolve_cost", "recovery", "resources")
+SECTIONS = ("overhead", "resolve_cost", "recovery", "resources", "overload")
 
 #: where the results go by default
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
@@ -87,6 +87,7 @@ def _run(reactor: Any, args: argparse.Namespace, settings: Settings, targets: Li
         "resolve_cost": resolve_cost.run,
         "recovery": recovery.run,
         "resources": resources.run,
+        "overload": overload.run,
     }
     for name in args.only or SECTIONS:
         started = time.monotonic()

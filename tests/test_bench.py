@@ -56,6 +56,10 @@ EXPECTED = {
         "#### Memory, descriptors, threads and sessions",
         "| database | checkpoint | interactions | fault cycles | RSS MiB | open fds | threads | server connections | pool open | failed |",
     ],
+    "overload": [
+        "Overload:",
+        "| database | pool | offered | succeeded | refused at once | failed at deadline | most waiting |",
+    ],
 }
 
 
@@ -174,6 +178,27 @@ class SmokeTests(SynchronousTestCase):
             trips = row["round_trips_per_call"]
             self.assertAlmostEqual(trips["ours"], trips["adbapi"], delta=0.2, msg=row)
             self.assertAlmostEqual(trips["ours_resolve"], trips["ours"] + 1, delta=0.2, msg=row)
+
+    def test_overloadIsBoundedOnlyWithTheOptions(self) -> None:
+        """
+        Offered three times what the database serves, the pools without
+        C{cp_max_waiting} let calls pile up; the bounded one never has
+        more than 10 waiting and refuses the rest at once; no call fails
+        for another reason.
+        """
+        with open(os.path.join(self.out, "overload.json")) as f:
+            results = json.load(f)["results"]
+        self.assertEqual(len(results), 2 * 4, sorted(results))
+        for key, outcome in results.items():
+            self.assertEqual(outcome["other_failures"], [], key)
+            if key.endswith("/ours_bounded"):
+                self.assertLessEqual(outcome["most_waiting"], 10, key)
+                self.assertGreater(outcome["refused"], 0, key)
+            elif key.endswith("/ours_deadline"):
+                self.assertEqual(outcome["refused"], 0, key)
+            else:
+                self.assertGreater(outcome["most_waiting"], 10, key)
+                self.assertEqual(outcome["refused"] + outcome["timed_out"], 0, key)
 
     def test_writesResults(self) -> None:
         """
