@@ -475,6 +475,14 @@ class ParseTests(SynchronousTestCase):
         )
         policy = parse_url("postgresql://db?cp_wait_deadline=none&cp_policy=wait").pool_kwargs["cp_policy"]
         self.assertIsNone(policy.deadline)
+        for text, interval in [("0.02", 0.02), ("none", None)]:
+            policy = parse_url("postgresql://db?cp_policy=wait&cp_wait_fast_probe_interval=" + text).pool_kwargs[
+                "cp_policy"
+            ]
+            self.assertEqual(policy.fast_probe_interval, interval)
+        self.assertRaises(
+            ConfigurationError, parse_url, "postgresql://db?cp_policy=wait&cp_wait_fast_probe_interval=-1"
+        )
 
     def test_emptyQueryPiecesAreIgnored(self) -> None:
         self.assertEqual(parse_url("sqlite://?&cp_max=2&&").pool_kwargs, {"cp_max": 2})

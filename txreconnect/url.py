@@ -62,8 +62,9 @@ C{none} or C{off} turns the feature off; C{true}/C{false} (also
 C{yes}/C{no}, C{on}/C{off}, C{1}/C{0}) for C{cp_noisy}, C{cp_reconnect}
 C{cp_follow_writer} and C{cp_resolve_commits}; text for C{cp_name} and C{cp_good_sql}.
 C{cp_policy=fail_fast} or C{cp_policy=wait} picks the reconnect policy,
-and C{cp_wait_initial_delay}, C{cp_wait_factor}, C{cp_wait_max_delay} and
-C{cp_wait_deadline} (seconds, or C{none}) tune L{WaitForDatabase}.
+and C{cp_wait_initial_delay}, C{cp_wait_factor}, C{cp_wait_max_delay},
+C{cp_wait_deadline} and C{cp_wait_fast_probe_interval} (seconds, or
+C{none}) tune L{WaitForDatabase}.
 
 Every other parameter goes to the driver's C{connect()}: as text for
 psycopg2 and psycopg 3 (libpq takes text), converted to a number or a
@@ -130,6 +131,7 @@ _WAIT_OPTIONS: Dict[str, Tuple[str, _convert.Converter]] = {
     "cp_wait_factor": ("factor", _convert.at_least_one),
     "cp_wait_max_delay": ("max_delay", _convert.seconds()),
     "cp_wait_deadline": ("deadline", _convert.seconds(allow_none=True)),
+    "cp_wait_fast_probe_interval": ("fast_probe_interval", _convert.seconds(allow_none=True)),
 }
 
 
