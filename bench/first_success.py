@@ -5,10 +5,11 @@ server accepts connections again does the first call succeed?
 For each database, a pool with C{WaitForDatabase} under load (callers
 writing back to back) meets a series of restarts.  The moment the server
 accepts connections again is measured outside the pool and outside this
-process: a probe process that connects every millisecond (PyMySQL with
-C{ssl_disabled=True}, so that its own connect is quick) and reports when
-its first session after the stop opened; the pool's own first success
-counts too, if it came first.  Against it:
+process: a probe process connects every millisecond (PyMySQL with
+C{ssl_disabled=True}, so that its own connect is quick), and the start
+of its first attempt that succeeded after the stop is the moment (the
+attempt before it was refused about a millisecond earlier); that
+attempt's handshake is not counted.  Against it:
 
   - I{before}: C{WaitForDatabase(fast_probe_interval=None)} (backoff with
     full jitter after every failure) and a C{pool.dbapi} replaced by a
@@ -16,14 +17,21 @@ counts too, if it came first.  Against it:
     connect, as before issue 14;
   - I{after}: C{WaitForDatabase()} with its defaults.
 
-The I{connect floor} is the median time of a plain successful connect
-made as each pool makes them (the same driver and keywords), and the
-connect attempts per second against the stopped server are the pool's
-own C{connect_attempts} between the stop and the start.
+Beside each restart, a L{RawClient} process (the pool's driver and
+keywords, no pool) tries to connect, INSERT and COMMIT every millisecond:
+the best any client could do on this server and machine, which a fresh
+server's first sessions and statements slow down for everyone.  The
+I{connect floor} is the median time of a plain successful connect made
+as each pool makes them (the same driver and keywords) on a warm server,
+and the connect attempts per second against the stopped server are the
+pool's own C{connect_attempts} between the stop and the start.
 """
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from typing import Any, Dict, List, Sequence
 
 from twisted.internet import defer
@@ -42,10 +50,10 @@ from bench._common import (
     warm,
 )
 from bench._render import fmt_ms, markdown_table
-from bench.recovery import TIMEOUT, _create_table, _probe, _reactor, _writer, load
+from bench.recovery import INSERT, TIMEOUT, _create_table, _probe, _reactor, _writer, load
 from txreconnect import ReconnectingConnectionPool, WaitForDatabase
 
-__all__ = ["run"]
+__all__ = ["RawClient", "run", "section"]
 
 #: a deadline, so that nothing in the benchmark can wait for ever
 _DEADLINE = 60
@@ -81,6 +89,110 @@ def _floor(pool: Any, n: int) -> float:
     return quantile(times, 0.5)
 
 
+_RAW_CLIENT = r"""
+import json, sys, time
+from txreconnect.drivers import driver_for
+name, timeout, connkw, pause, insert, run = sys.argv[1:7]
+connkw, pause = eval(connkw), float(pause)
+module = __import__(name)
+driver = driver_for(module)
+print("ready", flush=True)
+sys.stdin.readline()
+deadline = time.perf_counter() + float(timeout)
+seen_down = False
+attempts = 0
+i = 0
+error = None
+while time.perf_counter() < deadline:
+    conn = None
+    try:
+        attempts += 1
+        began = time.perf_counter()
+        conn = driver.connect((), dict(connkw))
+        session = time.perf_counter()
+        driver.prepare(conn)
+        if seen_down:
+            i += 1
+            cursor = conn.cursor()
+            cursor.execute(insert, (run, i))
+            inserted = time.perf_counter()
+            conn.commit()
+            done = time.perf_counter()
+            print(json.dumps({"began": began, "session": session, "inserted": inserted, "done": done, "attempts": attempts}))
+            sys.exit(0)
+    except module.Error as e:
+        seen_down, error = True, e
+    if conn is not None:
+        driver.close(conn)
+    time.sleep(pause)
+sys.exit("no success in time; the last error: %r" % (error,))
+"""
+
+
+class RawClient:
+    """
+    The best any client could do: a process with the pool's driver and
+    keywords but no pool that, once told to L{go} (the server stopped),
+    connects every millisecond until the server has refused once, then
+    until a connect, the pool's INSERT and a COMMIT all succeed (a
+    failure anywhere: again 1 ms later).  Outside this process, so that
+    neither our GIL nor our reactor delays it.
+    """
+
+    def __init__(self, target: Target, connkw: Dict[str, Any], run: str, timeout: float) -> None:
+        """
+        Start the process (it imports its modules, then waits for L{go}).
+
+        @param connkw: the pool's C{connect()} keywords.
+        @param run: the C{run} column of its row.
+        @param timeout: how long it may try after L{go}.
+        """
+        self._timeout = timeout
+        self._process = subprocess.Popen(
+            [sys.executable, "-c", _RAW_CLIENT, target.driver, str(timeout), repr(connkw), "0.001", target.sql(INSERT), run],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self._label = target.label
+
+    def ready(self) -> "defer.Deferred[Any]":
+        """
+        @return: a Deferred that fires once the process waits for L{go}.
+        """
+        stdout = self._process.stdout
+        assert stdout is not None
+        return in_thread(stdout.readline)
+
+    def go(self) -> "defer.Deferred[Dict[str, float]]":
+        """
+        Start trying (the server was stopped).
+
+        @return: a Deferred firing with the L{clock} times of the
+            successful attempt's start, session, INSERT and COMMIT
+            (C{began}, C{session}, C{inserted}, C{done}) and the attempts
+            made.
+        """
+        process = self._process
+        assert process.stdin is not None
+        process.stdin.write("go\n")
+        process.stdin.flush()
+
+        def wait() -> Dict[str, float]:
+            try:
+                out, err = process.communicate(timeout=self._timeout + 10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.communicate()
+                raise
+            if process.returncode != 0:
+                raise RuntimeError("the raw client on %s never succeeded: %s" % (self._label, err[-2000:]))
+            return dict(json.loads(out))
+
+        return in_thread(wait)
+
+
 def _quick_probe_kwargs(target: Target) -> Dict[str, Any]:
     """
     @return: keywords that make the probe's own connect quick (it only
@@ -92,20 +204,24 @@ def _quick_probe_kwargs(target: Target) -> Dict[str, Any]:
 @defer.inlineCallbacks
 def _series(settings: Settings, target: Target, contender: Contender, restarts: int) -> Any:
     """
-    One pool under load through C{restarts} restarts.
+    One pool under load through C{restarts} restarts, a L{RawClient}
+    beside it each time.
 
     @return: the raw numbers: per restart, the first success after the
-        server accepted connections again and the attempts per second
-        while it was stopped; the floor; failed calls.
+        server accepted connections again (the pool's, C{firsts}, and the
+        raw client's, C{raw}: its session, INSERT and COMMIT) and the
+        attempts per second while it was stopped; the floor; failed
+        calls.
     """
     server = target.server
     assert server is not None
     run = "%s-first-%s" % (target.key, contender.key)
-    pool = make_pool(contender, target, settings.recovery_cp_max)
+    pool: Any = make_pool(contender, target, settings.recovery_cp_max)
     if contender is BEFORE:
         # A wrapper: PyMySQL's own connect, called as a replaced dbapi is.
         pool.dbapi = CountingDBAPI(pool.dbapi)
     firsts: List[float] = []
+    raws: List[Dict[str, float]] = []
     rates: List[float] = []
     try:
         yield warm(pool)
@@ -115,23 +231,30 @@ def _series(settings: Settings, target: Target, contender: Contender, restarts: 
         running = load(pool, _writer(target), run, settings.callers, until, records)
         for _ in range(restarts):
             yield sleep(settings.load_before)
-            accepting = _probe(target, TIMEOUT / 2, _quick_probe_kwargs(target), 0.001)
+            accepting = _probe(target, TIMEOUT / 2, _quick_probe_kwargs(target), 0.001, attempt_start=True)
+            client = RawClient(target, dict(pool.connkw), run + "-raw", TIMEOUT / 2)
+            yield client.ready()
             yield in_thread(server.stop)
             down_at = clock()
+            raw_done = client.go()
             stopped_attempts = pool.stats()["connect_attempts"]
             yield sleep(settings.outage)
             start_at = clock()
             rates.append((pool.stats()["connect_attempts"] - stopped_attempts) / (start_at - down_at))
             yield in_thread(server.start)
             probed = yield accepting
+            raw = yield raw_done
             # Wait for the pool's first success (the load's records are
             # read when it ends: a shared list, appended in the reactor).
             deadline = clock() + TIMEOUT
             while clock() < deadline and not any(r[2] and r[1] > down_at for r in records):
                 yield sleep(0.01)
             ok = sorted(r[1] for r in records if r[2] and r[1] > down_at)
+            # The server accepts from the earliest start of a connect
+            # attempt that succeeded (the probe's or the raw client's).
+            back_at = min(probed, raw["began"])
+            raws.append({key: raw[key] - back_at for key in ("session", "inserted", "done")})
             if ok:
-                back_at = min(probed, ok[0])
                 firsts.append(ok[0] - back_at)
             yield sleep(settings.load_after)
         until[0] = clock()
@@ -140,12 +263,41 @@ def _series(settings: Settings, target: Target, contender: Contender, restarts: 
         pool.close()
     return {
         "firsts": firsts,
+        "raw": raws,
         "rates": rates,
         "floor": floor,
         "calls": len(records),
         "failed": sum(1 for r in records if not r[2]),
         "restarts": restarts,
     }
+
+
+def _row(target: Target, contender: Contender, result: Dict[str, Any]) -> List[Any]:
+    """
+    @return: the table's row for one pool's series.
+    """
+    firsts = result["firsts"]
+    raw = [r["done"] for r in result["raw"]]
+    restarts = result["restarts"]
+    paired = [first - r for first, r in zip(firsts, raw)] if len(firsts) == len(raw) else []
+
+    def ms(values: List[float], q: float) -> str:
+        return fmt_ms(quantile(values, q)) if values else "—"
+
+    return [
+        target.label,
+        contender.label,
+        "%d / %d" % (len(firsts), restarts),
+        ms(firsts, 0.5) if firsts else "never",
+        ms(firsts, 1) if firsts else "never",
+        ms(raw, 0.5),
+        ms(raw, 1),
+        ms(paired, 0.5),
+        fmt_ms(result["floor"]),
+        fmt_ms(quantile(firsts, 0.5) - result["floor"]) if firsts else "—",
+        "%.0f" % (quantile(result["rates"], 0.5),),
+        "%d / %d" % (result["failed"], result["calls"]),
+    ]
 
 
 @defer.inlineCallbacks
@@ -161,32 +313,25 @@ def run(report: Report, settings: Settings, targets: Sequence[Target]) -> Any:
         for contender in (BEFORE, AFTER):
             result = yield _series(settings, target, contender, restarts)
             raw.setdefault(target.key, {})[contender.key] = result
-            firsts = result["firsts"]
-            rows.append(
-                [
-                    target.label,
-                    contender.label,
-                    "%d / %d" % (len(firsts), restarts),
-                    fmt_ms(quantile(firsts, 0.5)) if firsts else "never",
-                    fmt_ms(max(firsts)) if firsts else "never",
-                    fmt_ms(result["floor"]),
-                    fmt_ms(quantile(firsts, 0.5) - result["floor"]) if firsts else "—",
-                    "%.0f" % (quantile(result["rates"], 0.5),),
-                    "%d / %d" % (result["failed"], result["calls"]),
-                ]
-            )
+            rows.append(_row(target, contender, result))
             print("  %s first success %s: done" % (target.key, contender.key), flush=True)
     report.add(
         "#### First success after a restart, in wait mode\n\n"
         "%d callers write back to back on a pool with cp_max=%d and "
         "`WaitForDatabase`; the server restarts %d times (down %g s each "
         "time). *First success*: from the moment the server accepts "
-        "sessions again (a process that connects every millisecond, or "
-        "the pool itself if it was first) to the pool's first successful "
-        "call, median and worst over the restarts. *Connect floor*: the "
-        "median time of a plain successful connect made as the pool "
-        "makes them. *Attempts/s*: the pool's connect attempts per second "
-        "while the server was stopped (median over the restarts).\n\n"
+        "connections again (the start of the first connect attempt that "
+        "succeeded, of a process that tries every millisecond; the one "
+        "before it was refused) to the end of the pool's first "
+        "successful call, median and worst over the restarts. *Raw "
+        "client*: the same for the best any client could do, a process "
+        "with the pool's driver and keywords but no pool that tries to "
+        "connect, INSERT and COMMIT every millisecond; *pool − raw "
+        "client*: the median of the differences, restart by restart. "
+        "*Connect floor*: the median time of a plain successful connect "
+        "made as the pool makes them, on a warm server. *Attempts/s*: the "
+        "pool's connect attempts per second while the server was stopped "
+        "(median over the restarts).\n\n"
         % (settings.callers, settings.recovery_cp_max, restarts, settings.outage)
         + markdown_table(
             [
@@ -195,6 +340,9 @@ def run(report: Report, settings: Settings, targets: Sequence[Target]) -> Any:
                 "restarts with a success",
                 "first success: median",
                 "worst",
+                "raw client: median",
+                "worst",
+                "pool − raw client",
                 "connect floor",
                 "median − floor",
                 "attempts/s while stopped",
@@ -204,3 +352,17 @@ def run(report: Report, settings: Settings, targets: Sequence[Target]) -> Any:
         )
     )
     report.data["first_success"] = raw
+
+
+@defer.inlineCallbacks
+def section(settings: Settings, targets: Sequence[Target]) -> Any:
+    """
+    This measurement alone (C{python -m bench --only first_success}).
+
+    @return: (a Deferred firing with) the section's L{Report}.
+    """
+    report = Report("first_success")
+    report.add("### Recovery at the speed of a connect")
+    servers = [t for t in targets if t.server is not None and t.key in settings.recovery_databases]
+    yield run(report, settings, servers)
+    return report

@@ -108,8 +108,12 @@ def _stored(target: Target, run: str) -> Dict[int, int]:
         conn.close()
 
 
+#: the write of every call (C{%s} placeholders: see L{Target.sql})
+INSERT = "INSERT INTO bench_writes (run, id) VALUES (%s, %s)"
+
+
 def _writer(target: Target) -> Callable[..., None]:
-    insert = target.sql("INSERT INTO bench_writes (run, id) VALUES (%s, %s)")
+    insert = target.sql(INSERT)
 
     def write(txn: Any, run: str, i: int) -> None:
         txn.execute(insert, (run, i))
@@ -190,6 +194,7 @@ pause = float(sys.argv[4])
 module = __import__(driver)
 seen_down = False
 while time.perf_counter() < deadline:
+    began = time.perf_counter()
     try:
         conn = module.connect(**kwargs)
     except Exception:
@@ -199,7 +204,7 @@ while time.perf_counter() < deadline:
     at = time.perf_counter()
     conn.close()
     if seen_down:
-        print(repr(at))
+        print(repr(at), repr(began))
         sys.exit(0)
     time.sleep(pause)
 sys.exit(1)
@@ -207,7 +212,11 @@ sys.exit(1)
 
 
 def _probe(
-    target: Target, timeout: float, extra: Optional[Dict[str, Any]] = None, pause: float = 0.002
+    target: Target,
+    timeout: float,
+    extra: Optional[Dict[str, Any]] = None,
+    pause: float = 0.002,
+    attempt_start: bool = False,
 ) -> "defer.Deferred[float]":
     """
     Start a process that connects (outside any pool, and outside this
@@ -216,10 +225,15 @@ def _probe(
     to accept again.
 
     @param extra: more keywords for its C{connect()}.
+    @param attempt_start: fire with the time the successful attempt
+        began instead (the server's listener was up by then, and down
+        when the attempt before it began, C{pause} and a refusal
+        earlier): the moment the server accepts connections, without
+        the probe's own handshake.
 
     @return: a Deferred firing with the L{clock} time (CLOCK_MONOTONIC,
         the same in every process) of the first session accepted after
-        the server was seen down.
+        the server was seen down (or of the start of its attempt).
     """
     _, kwargs = target.connect_args()
     kwargs.update(extra or {})
@@ -239,7 +253,8 @@ def _probe(
             raise
         if process.returncode != 0:
             raise RuntimeError("%s did not accept connections again in time" % (target.label,))
-        return float(out.strip())
+        session, began = out.split()
+        return float(began if attempt_start else session)
 
     return in_thread(wait)
 

@@ -1,7 +1,7 @@
 """
 The benchmark command::
 
-    .venv/bin/python -m bench [--smoke] [--only overhead|resolve_cost|recovery|resources|overload] [--out DIR]
+    .venv/bin/python -m bench [--smoke] [--only overhead|resolve_cost|recovery|first_success|resources|overload] [--out DIR]
 
 It starts its own throwaway PostgreSQL and MariaDB servers (on free
 loopback ports, in temporary directories), runs the sections, prints
@@ -24,7 +24,7 @@ from typing import Any, List, Optional, Sequence
 from twisted.internet import defer, task
 from twisted.logger import globalLogBeginner, jsonFileLogObserver
 
-from bench import overhead, overload, plot, recovery, resolve_cost, resources
+from bench import first_success, overhead, overload, plot, recovery, resolve_cost, resources
 from bench._common import Report, Settings, Target, machine_line
 from bench._render import json_safe, markdown_file
 from txreconnect.testing import MariaDBServer, PostgresServer, ServerNotAvailable, required
@@ -32,6 +32,10 @@ from txreconnect.testing import MariaDBServer, PostgresServer, ServerNotAvailabl
 __all__ = ["main"]
 
 SECTIONS = ("overhead", "resolve_cost", "recovery", "resources", "overload")
+
+#: sections that only run when asked for (C{--only}): a part of another
+#: section, measured alone
+PARTS = ("first_success",)
 
 #: where the results go by default
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
@@ -86,6 +90,7 @@ def _run(reactor: Any, args: argparse.Namespace, settings: Settings, targets: Li
         "overhead": overhead.run,
         "resolve_cost": resolve_cost.run,
         "recovery": recovery.run,
+        "first_success": first_success.section,
         "resources": resources.run,
         "overload": overload.run,
     }
@@ -116,7 +121,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         "on throwaway PostgreSQL and MariaDB servers and sqlite3.",
     )
     parser.add_argument("--smoke", action="store_true", help="tiny counts: check that it runs (numbers meaningless)")
-    parser.add_argument("--only", action="append", choices=SECTIONS, help="run only this section (repeatable)")
+    parser.add_argument("--only", action="append", choices=SECTIONS + PARTS, help="run only this section (repeatable; first_success: that part of recovery alone)")
     parser.add_argument(
         "--out",
         default=None,
