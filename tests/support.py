@@ -10,6 +10,7 @@ from typing import Any, Callable, Union
 from twisted.internet import defer
 
 from txreconnect.testing import warm
+from txreconnect.testing.fixtures import _unavailable
 from txreconnect.testing._wait import WaitTimeout, wait_until as _wait_until, wait_until_async as _wait_until_async
 
 __all__ = ["DEADLINE", "WaitTimeout", "close_quietly", "wait_until", "wait_until_async", "warm"]
@@ -55,3 +56,15 @@ def close_quietly(conn: Any) -> None:
         conn.close()
     except Exception:
         pass
+
+
+def unavailable(message: str) -> Exception:
+    """
+    The exception for a tool or package a test needs and cannot find, as
+    L{txreconnect.testing.require_driver} raises it: a failure in CI, a
+    skip elsewhere.
+
+    @param message: what is missing and how to install it.
+    @return: a C{RuntimeError} in CI, else a C{SkipTest}.
+    """
+    return _unavailable(message)

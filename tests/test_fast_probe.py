@@ -16,7 +16,7 @@ import threading
 import time
 from typing import Any, Callable, List, Optional, Tuple
 
-from twisted.trial.unittest import SkipTest, SynchronousTestCase
+from twisted.trial.unittest import SynchronousTestCase
 
 from txreconnect import ConfigurationError, DisconnectionError, FailFast, ReconnectPolicy, WaitForDatabase
 from txreconnect._outage import DOWN, UP, Outage
@@ -24,13 +24,14 @@ from txreconnect._stats import Stats
 from txreconnect.drivers import Driver, driver_for
 from txreconnect.drivers._base import failed_cheaply
 from txreconnect.testing._process import free_port
+from tests.support import unavailable
 
 
 def _module(name: str) -> Any:
     try:
         return importlib.import_module(name)
     except ImportError:
-        raise SkipTest("%s is not installed" % (name,))
+        raise unavailable("%s is not installed (pip install txreconnect[test])" % (name,))
 
 
 class RetryDelayTests(SynchronousTestCase):
@@ -144,7 +145,7 @@ class ClassificationTests(SynchronousTestCase):
             self.assertTrue(failed_cheaply(error), (name, kwargs, error))
             checked += 1
         if not checked:
-            raise SkipTest("no server driver is installed")
+            raise unavailable("no server driver is installed (pip install txreconnect[test])")
 
     def test_mysqlclientOverTcpIsCostly(self) -> None:
         """

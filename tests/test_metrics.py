@@ -14,10 +14,10 @@ import gc
 import os
 import subprocess
 import sys
-from typing import Any, Callable, Dict, FrozenSet, Generator, List, Optional, Tuple
+from typing import Any, Dict, FrozenSet, Generator, List, Optional, Tuple
 
 from twisted.internet import defer, error, reactor, task, threads, utils
-from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.client import Agent, HTTPConnectionPool, readBody
 from twisted.web.resource import Resource
 from twisted.web.server import Site
@@ -26,7 +26,7 @@ from txreconnect import ReconnectingConnectionPool
 from txreconnect._stats import _COUNTERS as STATS_COUNTERS
 from txreconnect.errors import ConfigurationError
 from txreconnect.testing import PostgresServer, free_port, require_driver, shared_server
-from tests.support import DEADLINE, wait_until_async
+from tests.support import DEADLINE, unavailable, wait_until_async
 
 try:
     from prometheus_client import CollectorRegistry
@@ -35,7 +35,7 @@ try:
 
     from txreconnect import metrics
 except ImportError as _missing:
-    raise SkipTest("prometheus_client is not installed (pip install txreconnect[metrics]): %s" % (_missing,))
+    raise unavailable("prometheus_client is not installed (pip install txreconnect[metrics]): %s" % (_missing,))
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -14,12 +14,12 @@ import subprocess
 import tempfile
 from typing import Any, Dict, List, Optional
 
-from twisted.trial.unittest import SkipTest, TestCase
+from twisted.trial.unittest import TestCase
 
 from txreconnect import DisconnectionError, ReconnectingConnectionPool, WaitForDatabase
 from txreconnect.drivers import driver_for
 from txreconnect.testing import MariaDBServer, require_driver, shared_server
-from tests.support import close_quietly
+from tests.support import unavailable
 
 _certificates: Dict[str, str] = {}
 
@@ -31,7 +31,7 @@ def _certificate() -> Dict[str, str]:
     """
     if not _certificates:
         if shutil.which("openssl") is None:
-            raise SkipTest("the openssl command is not installed (Debian: apt-get install openssl)")
+            raise unavailable("the openssl command is not installed (Debian: apt-get install openssl)")
         directory = tempfile.mkdtemp(prefix="txr-tls")
         atexit.register(shutil.rmtree, directory, True)
         cert, key = os.path.join(directory, "cert.pem"), os.path.join(directory, "key.pem")
