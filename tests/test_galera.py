@@ -9,7 +9,7 @@ conflicts.
 from __future__ import annotations
 
 import threading
-from typing import Any, ClassVar, Dict, List
+from typing import Any, ClassVar, Dict, List, Optional
 
 from twisted.internet import defer
 from twisted.trial.unittest import TestCase
@@ -46,6 +46,11 @@ class _GaleraMixin(TestCase):
             " CREATE TABLE txreconnect.counters (id INT PRIMARY KEY, n INT NOT NULL);"
             " INSERT INTO txreconnect.counters VALUES (1, 0)"
         )
+        # The other nodes apply that a moment later: a causal read on each
+        # (wsrep_sync_wait) returns once it has, so that no test starts on
+        # a node without its tables or its counter row.
+        for node in self.cluster.nodes:
+            self.assertEqual(self.counter(node), 0)
 
     def serving(self) -> GaleraNode:
         """
@@ -128,6 +133,8 @@ class _GaleraMixin(TestCase):
         def increment(txn: Any, attempts: List[int]) -> int:
             attempts.append(1)
             txn.execute("UPDATE counters SET n = n + 1 WHERE id = 1")
+            # Else nothing would collide (the row was not there yet).
+            assert txn.rowcount == 1, txn.rowcount
             if len(attempts) == 1:
                 both_updated.wait(30)
             return len(attempts)
@@ -138,12 +145,13 @@ class _GaleraMixin(TestCase):
         ]
         return defer.DeferredList(calls, consumeErrors=True)  # type: ignore[return-value]
 
-    def counter(self) -> int:
+    def counter(self, node: Optional[GaleraNode] = None) -> int:
         """
+        @param node: the node to ask (the first one by default).
         @return: the counter, read causally (after every write the cluster
             ordered before).
         """
-        out = self.cluster.nodes[0].admin_sql(
+        out = (node or self.cluster.nodes[0]).admin_sql(
             "SET SESSION wsrep_sync_wait = 1; SELECT n FROM txreconnect.counters WHERE id = 1"
         )
         return int(out.strip())

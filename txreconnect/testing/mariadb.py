@@ -104,6 +104,8 @@ class MariaDBServer(ThrowawayServer):
             "--innodb-log-file-size=16M",
             "--innodb-flush-log-at-trx-commit=0",
             "--max-connections=200",
+            # Every deadlock in the error log, for the tests that hit one.
+            "--innodb-print-all-deadlocks=ON",
             *self._user_args(),
             *self._extra_options(),
         ]
