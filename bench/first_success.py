@@ -17,14 +17,18 @@ attempt's handshake is not counted.  Against it:
     connect, as before issue 14;
   - I{after}: C{WaitForDatabase()} with its defaults.
 
-Beside each restart, a L{RawClient} process (the pool's driver and
-keywords, no pool) tries to connect, INSERT and COMMIT every millisecond:
-the best any client could do on this server and machine, which a fresh
-server's first sessions and statements slow down for everyone.  The
-I{connect floor} is the median time of a plain successful connect made
-as each pool makes them (the same driver and keywords) on a warm server,
-and the connect attempts per second against the stopped server are the
-pool's own C{connect_attempts} between the stop and the start.
+In restarts of its own, with no pool connected, a L{RawClient} process
+(the pool's driver and keywords, no pool) tries to connect, INSERT and
+COMMIT every millisecond: the best any client could do on this server
+and machine, which a fresh server's first sessions slow down for
+everyone.  (Not beside the pool's restarts: on two cores, the pool's
+reconnecting threads and the raw client would slow each other's
+connects, each by whoever came first.)  The I{connect floor} is the
+median time of a plain successful connect made as each pool makes them
+(the same driver and keywords) on a warm server; the I{first connect}
+is the raw client's connect to the fresh server; and the connect
+attempts per second against the stopped server are the pool's own
+C{connect_attempts} between the stop and the start.
 """
 
 from __future__ import annotations
@@ -204,14 +208,11 @@ def _quick_probe_kwargs(target: Target) -> Dict[str, Any]:
 @defer.inlineCallbacks
 def _series(settings: Settings, target: Target, contender: Contender, restarts: int) -> Any:
     """
-    One pool under load through C{restarts} restarts, a L{RawClient}
-    beside it each time.
+    One pool under load through C{restarts} restarts.
 
     @return: the raw numbers: per restart, the first success after the
-        server accepted connections again (the pool's, C{firsts}, and the
-        raw client's, C{raw}: its session, INSERT and COMMIT) and the
-        attempts per second while it was stopped; the floor; failed
-        calls.
+        server accepted connections again (C{firsts}) and the attempts
+        per second while it was stopped; the floor; failed calls.
     """
     server = target.server
     assert server is not None
@@ -221,7 +222,6 @@ def _series(settings: Settings, target: Target, contender: Contender, restarts: 
         # A wrapper: PyMySQL's own connect, called as a replaced dbapi is.
         pool.dbapi = CountingDBAPI(pool.dbapi)
     firsts: List[float] = []
-    raws: List[Dict[str, float]] = []
     rates: List[float] = []
     try:
         yield warm(pool)
@@ -232,28 +232,20 @@ def _series(settings: Settings, target: Target, contender: Contender, restarts: 
         for _ in range(restarts):
             yield sleep(settings.load_before)
             accepting = _probe(target, TIMEOUT / 2, _quick_probe_kwargs(target), 0.001, attempt_start=True)
-            client = RawClient(target, dict(pool.connkw), run + "-raw", TIMEOUT / 2)
-            yield client.ready()
             yield in_thread(server.stop)
             down_at = clock()
-            raw_done = client.go()
             stopped_attempts = pool.stats()["connect_attempts"]
             yield sleep(settings.outage)
             start_at = clock()
             rates.append((pool.stats()["connect_attempts"] - stopped_attempts) / (start_at - down_at))
             yield in_thread(server.start)
-            probed = yield accepting
-            raw = yield raw_done
+            back_at = yield accepting
             # Wait for the pool's first success (the load's records are
             # read when it ends: a shared list, appended in the reactor).
             deadline = clock() + TIMEOUT
             while clock() < deadline and not any(r[2] and r[1] > down_at for r in records):
                 yield sleep(0.01)
             ok = sorted(r[1] for r in records if r[2] and r[1] > down_at)
-            # The server accepts from the earliest start of a connect
-            # attempt that succeeded (the probe's or the raw client's).
-            back_at = min(probed, raw["began"])
-            raws.append({key: raw[key] - back_at for key in ("session", "inserted", "done")})
             if ok:
                 firsts.append(ok[0] - back_at)
             yield sleep(settings.load_after)
@@ -263,7 +255,6 @@ def _series(settings: Settings, target: Target, contender: Contender, restarts: 
         pool.close()
     return {
         "firsts": firsts,
-        "raw": raws,
         "rates": rates,
         "floor": floor,
         "calls": len(records),
@@ -272,14 +263,48 @@ def _series(settings: Settings, target: Target, contender: Contender, restarts: 
     }
 
 
-def _row(target: Target, contender: Contender, result: Dict[str, Any]) -> List[Any]:
+@defer.inlineCallbacks
+def _raw_series(settings: Settings, target: Target, restarts: int) -> Any:
+    """
+    A L{RawClient} through C{restarts} restarts, with no pool connected.
+
+    @return: per restart, the raw client's session, INSERT and COMMIT
+        (C{session}, C{inserted}, C{done}), in seconds after the server
+        accepted connections again.
+    """
+    server = target.server
+    assert server is not None
+    # The keywords a pool connects with (its defaults added), then no pool.
+    pool: Any = make_pool(AFTER, target, settings.recovery_cp_max)
+    connkw = dict(pool.connkw)
+    pool.close()
+    raws: List[Dict[str, float]] = []
+    for i in range(restarts):
+        accepting = _probe(target, TIMEOUT / 2, _quick_probe_kwargs(target), 0.001, attempt_start=True)
+        client = RawClient(target, connkw, "%s-raw-%d" % (target.key, i), TIMEOUT / 2)
+        yield client.ready()
+        yield in_thread(server.stop)
+        raw_done = client.go()
+        yield sleep(settings.outage)
+        yield in_thread(server.start)
+        probed = yield accepting
+        raw = yield raw_done
+        # The server accepts from the earliest start of a connect attempt
+        # that succeeded (the probe's or the raw client's).
+        back_at = min(probed, raw["began"])
+        raws.append({key: raw[key] - back_at for key in ("session", "inserted", "done")})
+        yield sleep(settings.load_after)
+    return raws
+
+
+def _row(target: Target, contender: Contender, result: Dict[str, Any], raws: List[Dict[str, float]]) -> List[Any]:
     """
     @return: the table's row for one pool's series.
     """
     firsts = result["firsts"]
-    raw = [r["done"] for r in result["raw"]]
+    raw = [r["done"] for r in raws]
+    first_connect = [r["session"] for r in raws]
     restarts = result["restarts"]
-    paired = [first - r for first, r in zip(firsts, raw)] if len(firsts) == len(raw) else []
 
     def ms(values: List[float], q: float) -> str:
         return fmt_ms(quantile(values, q)) if values else "—"
@@ -292,9 +317,11 @@ def _row(target: Target, contender: Contender, result: Dict[str, Any]) -> List[A
         ms(firsts, 1) if firsts else "never",
         ms(raw, 0.5),
         ms(raw, 1),
-        ms(paired, 0.5),
+        fmt_ms(quantile(firsts, 0.5) - quantile(raw, 0.5)) if firsts and raw else "—",
+        ms(first_connect, 0.5),
         fmt_ms(result["floor"]),
         fmt_ms(quantile(firsts, 0.5) - result["floor"]) if firsts else "—",
+        fmt_ms(quantile(firsts, 1) - result["floor"]) if firsts else "—",
         "%.0f" % (quantile(result["rates"], 0.5),),
         "%d / %d" % (result["failed"], result["calls"]),
     ]
@@ -310,10 +337,12 @@ def run(report: Report, settings: Settings, targets: Sequence[Target]) -> Any:
     raw: Dict[str, Any] = {}
     for target in targets:
         yield in_thread(_create_table, target)
+        raws = yield _raw_series(settings, target, restarts)
+        raw.setdefault(target.key, {})["raw_client"] = raws
         for contender in (BEFORE, AFTER):
             result = yield _series(settings, target, contender, restarts)
-            raw.setdefault(target.key, {})[contender.key] = result
-            rows.append(_row(target, contender, result))
+            raw[target.key][contender.key] = result
+            rows.append(_row(target, contender, result, raws))
             print("  %s first success %s: done" % (target.key, contender.key), flush=True)
     report.add(
         "#### First success after a restart, in wait mode\n\n"
@@ -324,15 +353,17 @@ def run(report: Report, settings: Settings, targets: Sequence[Target]) -> Any:
         "succeeded, of a process that tries every millisecond; the one "
         "before it was refused) to the end of the pool's first "
         "successful call, median and worst over the restarts. *Raw "
-        "client*: the same for the best any client could do, a process "
-        "with the pool's driver and keywords but no pool that tries to "
-        "connect, INSERT and COMMIT every millisecond; *pool − raw "
-        "client*: the median of the differences, restart by restart. "
-        "*Connect floor*: the median time of a plain successful connect "
-        "made as the pool makes them, on a warm server. *Attempts/s*: the "
+        "client*: the same for the best any client could do, in %d "
+        "restarts of its own with no pool connected: a process with the "
+        "pool's driver and keywords but no pool that tries to connect, "
+        "INSERT and COMMIT every millisecond; *pool − raw client*: the "
+        "difference of the medians; *first connect*: the raw client's "
+        "connect to the fresh server (median). *Connect floor*: the "
+        "median time of a plain successful connect made as the pool "
+        "makes them, on a warm server. *Attempts/s*: the "
         "pool's connect attempts per second while the server was stopped "
         "(median over the restarts).\n\n"
-        % (settings.callers, settings.recovery_cp_max, restarts, settings.outage)
+        % (settings.callers, settings.recovery_cp_max, restarts, settings.outage, restarts)
         + markdown_table(
             [
                 "database",
@@ -343,8 +374,10 @@ def run(report: Report, settings: Settings, targets: Sequence[Target]) -> Any:
                 "raw client: median",
                 "worst",
                 "pool − raw client",
+                "first connect",
                 "connect floor",
                 "median − floor",
+                "worst − floor",
                 "attempts/s while stopped",
                 "failed calls",
             ],
