@@ -117,7 +117,7 @@ def audit(testcase: TestCase, what: str, load: WriteLoad, stored: List[int], poo
         "failures": load.failure_types(),
         "outcome_unknown": sum(1 for _, failure in load.failed if failure.check(TransactionOutcomeUnknown)),
     }
-    for key in ("resolved_committed", "resolved_aborted", "resolve_failed", "replays", "disconnects"):
+    for key in ("resolved_committed", "resolved_aborted", "resolve_failed", "replays", "disconnects", "conflict_retries"):
         report[key] = stats[key]
     if load.failed:
         report["examples"] = sorted({"%s: %s" % (f.type.__name__, f.value) for _, f in load.failed})[:5]
