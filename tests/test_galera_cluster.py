@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import tempfile
 from typing import Any, Callable, ClassVar, Dict, List
 
 from twisted.internet import defer, threads
+from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.trial.unittest import TestCase
 
 from txreconnect import ReconnectingConnectionPool
@@ -324,6 +326,16 @@ class GaleraClusterLifecycleTests(TestCase):
         self.patch(tempfile, "mkdtemp", mkdtemp)
         return made
 
+    def record_events(self) -> List[Dict[str, Any]]:
+        """
+        @return: a list that gets every log event emitted from now on in
+            this test.
+        """
+        events: List[Dict[str, Any]] = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        return events
+
     def assertNothingLeft(self, directories: List[str]) -> None:
         """
         None of C{directories} exists, and no process runs from one of
@@ -383,3 +395,53 @@ class GaleraClusterLifecycleTests(TestCase):
         self.assertEqual(len(made), 3, made)
         self.assertNothingLeft(made)
         self.assertEqual([node.running for node in cluster.nodes], [False, False, False])
+
+    def test_aJoinerWhoseStateTransferFailsStartsAgainFromAWholeSnapshot(self) -> None:
+        """
+        When the third node's state transfer fails (here: something else
+        listens on the port its rsync daemon must receive the snapshot
+        on, so the daemon dies and the node aborts), C{start()} warns,
+        starts that node again with an empty data directory and a new
+        port, and the cluster comes up with three synced nodes that have
+        the database.
+        """
+        events = self.record_events()
+        cluster = GaleraCluster()
+        self.addCleanup(cluster.destroy)
+        cluster._assign_ports()
+        joiner = cluster.nodes[2]
+        blocked = joiner.sst_port
+        squatter = socket.socket()
+        self.addCleanup(squatter.close)
+        squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        squatter.bind(("127.0.0.1", blocked))
+        squatter.listen()
+
+        cluster.start()
+
+        self.assertNotEqual(joiner.sst_port, blocked)
+        self.assertEqual(joiner.status()["wsrep_cluster_size"], "3")
+        self.assertEqual(joiner.status()["wsrep_local_state_comment"], "Synced")
+        self.assertIn("txreconnect", joiner.admin_sql("SHOW DATABASES").split())
+        self.assertNotEqual(joiner.version, "")
+        warnings = [
+            formatEvent(event) for event in events
+            if event.get("log_level") == LogLevel.warn and event.get("node") is joiner
+        ]
+        self.assertEqual(len(warnings), 1, warnings)
+        self.assertIn("state transfer failed (attempt 1 of 3)", warnings[0])
+
+    def test_aNodeThatFailsForAnotherReasonIsNotStartedAgain(self) -> None:
+        """
+        A joining node that exits for a reason other than its state
+        transfer (an unknown option) is not started again: C{start()}
+        raises with that reason and warns of no retry.
+        """
+        events = self.record_events()
+        cluster = GaleraCluster()
+        cluster.nodes[2].settings["no-such-option"] = "1"
+        self.addCleanup(cluster.destroy)
+        e = self.assertRaises(RuntimeError, cluster.start)
+        self.assertIn("no-such-option", str(e))
+        retries = [event for event in events if "attempt" in event]
+        self.assertEqual(retries, [])

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import shutil
 import subprocess
 from typing import Callable, Dict, List, Mapping, Optional, Sequence, Union
@@ -65,6 +66,12 @@ _FAST_PROVIDER_OPTIONS: Mapping[str, str] = {
     "gcache.size": "32M",
 }
 
+#: what a node's log says when it leaves because its state transfer
+#: failed, on its side or the donor's (Galera then needs a restart)
+_STATE_TRANSFER_FAILED = re.compile(
+    r"WSREP_SST: \[ERROR\]|SST request callback failed|State transfer .* failed|Will never receive state"
+)
+
 #: the primary component's state, as every node of it reports it
 _SYNCED = {
     "wsrep_cluster_status": "Primary",
@@ -100,15 +107,16 @@ def find_provider() -> str:
     return found
 
 
-def _distinct_ports(count: int) -> List[int]:
+def _distinct_ports(count: int, avoid: Sequence[int] = ()) -> List[int]:
     """
+    @param avoid: ports not to return.
     @return: C{count} different free ports on 127.0.0.1 (none is bound
         yet, so two calls of L{free_port} may name the same one).
     """
     ports: List[int] = []
     while len(ports) < count:
         port = free_port()
-        if port not in ports:
+        if port not in ports and port not in avoid:
             ports.append(port)
     return ports
 
@@ -136,7 +144,11 @@ class GaleraNode(MariaDBServer):
         (C{--wsrep-new-cluster}); cleared once it has started.
     @ivar provider_options: its C{wsrep_provider_options} besides its
         addresses.
+    @cvar join_attempts: how many times L{start} starts a joining node
+        whose state transfer failed.
     """
+
+    join_attempts = 3
 
     def __init__(
         self,
@@ -222,16 +234,86 @@ class GaleraNode(MariaDBServer):
         does) and starts from there, so that it catches up with an
         incremental state transfer instead of a whole snapshot.
 
+        A joining node whose state transfer fails (rsync's daemon could
+        not listen, the donor's script failed) exits; Galera cannot
+        resume it.  It is started again, up to L{join_attempts} times in
+        all, with an empty data directory and new ports to receive state
+        on, so that it asks for a whole snapshot.
+
         @raise ServerNotAvailable: MariaDB, Galera or rsync is missing.
         @raise RuntimeError: the node did not come up; the message has
             the end of its log.
         """
-        if not self.running and self._directory is not None and self._crashed():
+        if self.running:
+            return
+        if self._directory is not None and self._crashed():
             self._start_position = self._recover_position()
+        attempts = 1 if self.new_cluster else self.join_attempts
+        for attempt in range(1, attempts + 1):
+            logged = self._log_size()
+            try:
+                super().start()
+                break
+            except RuntimeError:
+                if attempt == attempts or self.running or not self._state_transfer_failed(logged):
+                    raise
+                _log.warn(
+                    "{node!r}: its state transfer failed (attempt {attempt} of {attempts});"
+                    " starting it again with an empty data directory. Its log ends with:\n{tail}",
+                    node=self,
+                    attempt=attempt,
+                    attempts=attempts,
+                    tail=self.log_tail(),
+                )
+                self._prepare_for_snapshot()
+            finally:
+                self._start_position = None
+        if not self.version:
+            # Its first start failed before it joined, so the base class
+            # did not finish its first-start steps.
+            self._bootstrap()
+
+    def _log_size(self) -> int:
+        """
+        @return: how many bytes the node's log holds now (0 before its
+            first start).
+        """
+        if self._directory is None:
+            return 0
         try:
-            super().start()
-        finally:
-            self._start_position = None
+            return os.path.getsize(self.logfile)
+        except OSError:
+            return 0
+
+    def _state_transfer_failed(self, since: int) -> bool:
+        """
+        @param since: the log's size when the failed start began.
+        @return: whether the node's log, from C{since}, says that it left
+            because its state transfer failed (on its side or the
+            donor's), which Galera cannot recover from without a restart.
+        """
+        try:
+            with open(self.logfile, "rb") as f:
+                f.seek(since)
+                text = f.read().decode("utf-8", "replace")
+        except OSError:
+            return False
+        return _STATE_TRANSFER_FAILED.search(text) is not None
+
+    def _prepare_for_snapshot(self) -> None:
+        """
+        Make the node, which failed to join, ask for a whole snapshot on
+        its next start: empty its data directory (what a failed transfer
+        left there is unusable) and give it new ports to receive state
+        on, in case something else had taken the old ones.
+        """
+        for entry in os.scandir(self.datadir):
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path)
+            else:
+                os.unlink(entry.path)
+        taken = (self.port, self.gcomm_port, self.ist_port, self.sst_port)
+        self.ist_port, self.sst_port = _distinct_ports(2, avoid=taken)
 
     def _crashed(self) -> bool:
         """
