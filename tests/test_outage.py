@@ -188,6 +188,44 @@ class _OutageTestsMixin(TestCase):
         self.assertEqual(pool.stats()["state"], "up")
 
     @defer.inlineCallbacks
+    def test_waitForDatabaseGivesTheFirstConnectionAHeadStart(self) -> Any:
+        """
+        When the server is back, the probe that succeeded gets it to
+        itself for as long again as its connect took: the waiting threads
+        start their connects no earlier than that, and then every waiting
+        call succeeds.
+        """
+        policy = WaitForDatabase(initial_delay=60, max_delay=60, fast_probe_interval=0.005, deadline=300)
+        pool = self.make_pool(cp_policy=policy)
+        yield warm(pool)
+        yield self.in_thread(self.server.stop)
+        opens: List[tuple] = []  # (began, ended, succeeded)
+        real_open = pool._open
+
+        def recorded() -> Any:
+            began = time.monotonic()
+            try:
+                conn = real_open()
+            except BaseException:
+                opens.append((began, time.monotonic(), False))
+                raise
+            opens.append((began, time.monotonic(), True))
+            return conn
+
+        pool._open = recorded  # type: ignore[method-assign]
+        pending = [pool.runQuery("SELECT 1") for _ in range(CP_MAX)]
+        yield self.in_thread(wait_until, lambda: pool.stats()["state"] == "probing", 60.0, "the outage known")
+        yield self.in_thread(self.server.start)
+        results = yield defer.gatherResults(pending)
+        self.assertEqual([list(map(tuple, rows)) for rows in results], [[(1,)]] * CP_MAX)
+        succeeded = sorted(o for o in opens if o[2])
+        self.assertEqual(len(succeeded), CP_MAX, opens)
+        first_began, first_ended, _ = succeeded[0]
+        head_start = first_ended - first_began
+        for began, _, _ in succeeded[1:]:
+            self.assertGreaterEqual(began, first_ended + head_start, (succeeded, head_start))
+
+    @defer.inlineCallbacks
     def test_waitForDatabaseBacksOffAfterAFailedLogin(self) -> Any:
         """
         A wrong password costs the server a login: the prober backs off

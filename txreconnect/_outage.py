@@ -20,9 +20,20 @@ from txreconnect.errors import DisconnectionError
 if TYPE_CHECKING:
     from txreconnect.policy import ReconnectPolicy
 
-__all__ = ["DOWN", "Outage", "PROBING", "UP"]
+__all__ = ["DOWN", "HEAD_START_LIMIT", "Outage", "PROBING", "UP"]
 
 _T = TypeVar("_T")
+
+#: the longest head start, in seconds, that the probe's connection gets:
+#: once a probe succeeds, the threads that wait for the database connect
+#: only after as long again as that successful attempt took, at most
+#: this.  A server that has just started serves its first sessions
+#: slowly (caches to fill, a first backend to start); the probe's call,
+#: the first to succeed, then runs and returns alone instead of among
+#: every other thread's connects (on a machine with few cores, those
+#: delayed it by several milliseconds), and the server sees its
+#: connections come back in two steps rather than all at once.
+HEAD_START_LIMIT = 0.1
 
 UP = "up"
 DOWN = "down"
@@ -65,6 +76,7 @@ class Outage:
         self._stats = stats
         self.errors = errors
         self._down_since: Optional[float] = None
+        self._head_start_ends = 0.0
         self._last_error: Optional[BaseException] = None
 
     def close(self) -> None:
@@ -88,7 +100,9 @@ class Outage:
 
         While the database is known to be down, one thread at a time
         probes it; the others fail at once (C{policy.waits} false) or wait
-        for its news.  A waiting thread tries again after the pause
+        for its news.  When a probe succeeds, waiting threads (and any
+        that come meanwhile, if C{policy.waits}) connect only after the
+        probe's head start (see L{HEAD_START_LIMIT}).  A waiting thread tries again after the pause
         C{policy.retry_delay} gives for the attempt that failed (short if
         the driver found the failure cheap for the server, see
         L{failed_cheaply}; a backoff step if not), until
@@ -110,11 +124,18 @@ class Outage:
                 with self.condition:
                     while True:
                         self._check_open()
-                        if prober or self.state != PROBING:
+                        if prober:
                             break
-                        if not policy.waits:
-                            raise self._down_error("failing fast while another call checks whether it is back")
-                        self._wait(self._left(deadline, policy))
+                        if self.state == PROBING:
+                            if not policy.waits:
+                                raise self._down_error("failing fast while another call checks whether it is back")
+                            self._wait(self._left(deadline, policy))
+                            continue
+                        held = self._head_start_ends - time.monotonic()
+                        if held <= 0 or not policy.waits:
+                            break
+                        left = self._left(deadline, policy)
+                        self._wait(held if left is None else min(held, left))
                     if self.state == DOWN:
                         prober = True
                         self.state = PROBING
@@ -200,6 +221,7 @@ class Outage:
             L{_give_up_probing} or tries again).
         @raise Exception: the driver's error if the attempt failed.
         """
+        began = time.monotonic()
         try:
             conn = open_connection()
         except self.errors as error:
@@ -227,6 +249,11 @@ class Outage:
                     downtime=time.monotonic() - self._down_since,
                 )
                 self._down_since = None
+            if prober:
+                # The first connection to a database that is back gets it
+                # to itself for a while (see HEAD_START_LIMIT).
+                now = time.monotonic()
+                self._head_start_ends = now + min(now - began, HEAD_START_LIMIT)
             self.state = UP
             self.condition.notify_all()
         return conn
