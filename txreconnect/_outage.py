@@ -102,8 +102,8 @@ class Outage:
         probes it; the others fail at once (C{policy.waits} false) or wait
         for its news.  When a probe succeeds, waiting threads (and any
         that come meanwhile, if C{policy.waits}) connect only after the
-        probe's head start (see L{HEAD_START_LIMIT}).  A waiting thread tries again after the pause
-        C{policy.retry_delay} gives for the attempt that failed (short if
+        probe's head start (see L{HEAD_START_LIMIT}).  A waiting thread
+        tries again after the pause C{policy.retry_delay} gives for the attempt that failed (short if
         the driver found the failure cheap for the server, see
         L{failed_cheaply}; a backoff step if not), until
         C{policy.deadline} passes or the pool closes.  Either way, one
@@ -129,13 +129,14 @@ class Outage:
                         if self.state == PROBING:
                             if not policy.waits:
                                 raise self._down_error("failing fast while another call checks whether it is back")
-                            self._wait(self._left(deadline, policy))
+                            self._pause(None, deadline, policy)
                             continue
-                        held = self._head_start_ends - time.monotonic()
-                        if held <= 0 or not policy.waits:
+                        if not policy.waits:
                             break
-                        left = self._left(deadline, policy)
-                        self._wait(held if left is None else min(held, left))
+                        held = self._head_start_ends - time.monotonic()
+                        if held <= 0:
+                            break
+                        self._pause(held, deadline, policy)
                     if self.state == DOWN:
                         prober = True
                         self.state = PROBING
@@ -150,8 +151,7 @@ class Outage:
                     pause, steps = policy.retry_delay(steps, failed_cheaply(error))
                 with self.condition:
                     self._check_open()
-                    left = self._left(deadline, policy)
-                    self._wait(pause if left is None else min(pause, left))
+                    self._pause(pause, deadline, policy)
         except BaseException:
             if prober:
                 self._give_up_probing()
@@ -198,6 +198,18 @@ class Outage:
         )
         error.__cause__ = self._last_error
         return error
+
+    def _pause(self, seconds: Optional[float], deadline: Optional[float], policy: "ReconnectPolicy") -> None:
+        """
+        L{_wait} for C{seconds} (C{None}: until notified), but no longer
+        than the time left before C{deadline}.
+
+        @raise DisconnectionError: no time is left.
+        """
+        left = self._left(deadline, policy)
+        if left is not None and (seconds is None or left < seconds):
+            seconds = left
+        self._wait(seconds)
 
     def _wait(self, seconds: Optional[float]) -> None:
         """

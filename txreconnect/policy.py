@@ -132,9 +132,9 @@ class WaitForDatabase(ReconnectPolicy):
     news, so a down database sees one attempt per delay, not one per
     thread.  When a probe succeeds, its call gets the database to itself
     for as long again as the probe's connect took (at most 0.1 s); then
-    the waiting threads connect.  Waiting happens in the pool thread and ends at once when the
-    pool is closed (or the reactor stops), with L{DisconnectionError
-    <txreconnect.DisconnectionError>}.
+    the waiting threads connect.  Waiting happens in the pool thread and
+    ends at once when the pool is closed (or the reactor stops), with
+    L{DisconnectionError <txreconnect.DisconnectionError>}.
     """
 
     waits = True
