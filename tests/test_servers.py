@@ -7,6 +7,8 @@ spelled by the driver registry, and a pool made from a URL queries them.
 from __future__ import annotations
 
 import os
+import socket
+import sys
 from typing import Any, ClassVar, Dict, List, Optional, Type
 
 from twisted.internet import defer
@@ -22,11 +24,13 @@ from txreconnect.testing import (
     StandbyServer,
     ThrowawayServer,
     fixtures,
+    free_port,
     private_server,
     require_driver,
     shared_server,
     started,
 )
+from txreconnect.testing import _process
 from txreconnect.url import parse_url
 from tests.support import close_quietly, wait_until
 
@@ -200,6 +204,58 @@ class FromURLTests(TestCase):
                 finally:
                     pool.close()
                 self.assertEqual([tuple(row) for row in rows], [(1,)], name)
+
+
+class FreePortTests(SynchronousTestCase):
+    """
+    L{free_port} names a port that a server can bind, and that no outgoing
+    connection can take before it does.
+    """
+
+    def ephemeral_range(self) -> range:
+        path = _process._EPHEMERAL_RANGE
+        if not os.path.exists(path):
+            self.assertFalse(sys.platform.startswith("linux"), "Linux has %s" % (path,))
+            raise SkipTest("this system names no ephemeral port range (%s): only Linux does" % (path,))
+        with open(path) as f:
+            low, high = (int(field) for field in f.read().split())
+        return range(low, high + 1)
+
+    def test_thePortIsOutsideTheEphemeralRange(self) -> None:
+        """
+        The kernel gives outgoing connections their local port from its
+        ephemeral range (a port it picks for a C{bind} to port 0 is one of
+        them); the ports L{free_port} names are all outside it, and free.
+        """
+        ephemeral = self.ephemeral_range()
+        for _ in range(200):
+            port = free_port()
+            self.assertNotIn(port, ephemeral)
+            self.assertGreaterEqual(port, 1024)
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", port))
+
+    def test_aPortSomethingIsBoundToIsNotNamed(self) -> None:
+        """
+        A port that a socket holds, even one that does not listen (an
+        outgoing connection's), is not named.
+        """
+        held = socket.socket()
+        self.addCleanup(held.close)
+        held.bind(("127.0.0.1", 0))
+        taken = held.getsockname()[1]
+        self.patch(_process, "_outside_ephemeral_range", lambda: [range(taken, taken + 1), range(taken + 1, taken + 1000)])
+        self.assertNotIn(taken, {free_port() for _ in range(50)})
+
+    def test_withoutAKnownEphemeralRangeTheKernelPicks(self) -> None:
+        """
+        Where the ephemeral range is unknown (not Linux) or leaves too few
+        ports outside it, the kernel picks a free port.
+        """
+        self.patch(_process, "_EPHEMERAL_RANGE", os.path.join(self.mktemp(), "missing"))
+        port = free_port()
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", port))
 
 
 class RequireDriverTests(SynchronousTestCase):

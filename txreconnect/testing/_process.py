@@ -9,6 +9,7 @@ from __future__ import annotations
 import ctypes
 import os
 import pwd
+import random
 import shutil
 import signal
 import socket
@@ -39,10 +40,59 @@ class ServerNotAvailable(Exception):
     """
 
 
+#: where Linux keeps its range of ephemeral ports, from which it takes the
+#: local port of every outgoing connection
+_EPHEMERAL_RANGE = "/proc/sys/net/ipv4/ip_local_port_range"
+#: the lowest port L{free_port} picks: above the well-known ports and most
+#: services' registered ones
+_LOWEST_PORT = 10000
+#: how many ports outside the ephemeral range are enough to pick from
+_ENOUGH_PORTS = 1000
+_pick = random.SystemRandom()
+
+
+def _outside_ephemeral_range() -> List[range]:
+    """
+    @return: the ports from L{_LOWEST_PORT} up that the kernel never gives
+        an outgoing connection, or none if its ephemeral range is unknown
+        (not Linux).
+    """
+    try:
+        with open(_EPHEMERAL_RANGE) as f:
+            low, high = (int(field) for field in f.read().split())
+    except (OSError, ValueError):
+        return []
+    return [r for r in (range(_LOWEST_PORT, low), range(max(high + 1, _LOWEST_PORT), 65536)) if r]
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
 def free_port() -> int:
     """
-    @return: a TCP port on 127.0.0.1 that nothing listens on right now.
+    Pick a port for a server to listen on.
+
+    The port is outside the kernel's ephemeral range where there is one
+    (Linux): a port that the kernel picked for us (C{bind} to port 0) is an
+    ephemeral one, and any outgoing connection made before the server
+    binds it, by the server's own peers even, may be given it as its local
+    port, so that the server cannot start.
+
+    @return: a TCP port on 127.0.0.1 that nothing is bound to right now.
     """
+    ranges = _outside_ephemeral_range()
+    sizes = [len(r) for r in ranges]
+    if sum(sizes) >= _ENOUGH_PORTS:
+        for _ in range(100):
+            port = _pick.choice(_pick.choices(ranges, weights=sizes)[0])
+            if _bindable(port):
+                return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
