@@ -17,6 +17,7 @@ from twisted.logger import Logger
 from twisted.trial.unittest import TestCase
 
 from txreconnect import ReconnectingConnectionPool, TransactionOutcomeUnknown, WaitForDatabase
+from txreconnect.testing import _target
 from txreconnect.testing import (
     FaultProxy,
     MariaDBServer,
@@ -72,6 +73,62 @@ def create_tables(server: PostgresServer, *tables: str, then: str = "") -> None:
         for table in tables
     )
     server.admin_sql(sql + then, database=server.database)
+
+
+#: SQL that makes an insert into C{items} of every tenth id wait, at
+#: COMMIT (a deferred constraint trigger), for the advisory lock L{GATE}
+HOLD_COMMIT = (
+    "CREATE FUNCTION hold_commit() RETURNS trigger LANGUAGE plpgsql AS $$"
+    " BEGIN IF NEW.id %% 10 = 0 THEN PERFORM pg_advisory_xact_lock_shared(%d); END IF;"
+    " RETURN NULL; END $$;"
+    " CREATE CONSTRAINT TRIGGER hold_commit AFTER INSERT ON items"
+    " DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION hold_commit()" % (GATE,)
+)
+
+
+def hold_gate(testcase: TestCase, server: PostgresServer) -> Any:
+    """
+    Take the advisory lock L{GATE} on C{server}, on a connection of our own
+    (the server's kill ends it; so does the test's cleanup).
+    """
+    holder = require_driver("psycopg2").connect(**server.connect_kwargs("psycopg2"))
+    testcase.addCleanup(close_quietly, holder)
+    holder.autocommit = True
+    holder.cursor().execute("SELECT pg_advisory_lock(%s)", (GATE,))
+    return holder
+
+
+def held_transactions(server: PostgresServer) -> List[str]:
+    """
+    @return: the transaction ids of the COMMITs on C{server} that wait for
+        L{GATE}.
+    """
+    out = server.admin_sql(
+        "SELECT a.backend_xid FROM pg_locks l JOIN pg_stat_activity a USING (pid)"
+        " WHERE l.locktype = 'advisory' AND l.objid = %d AND NOT l.granted" % (GATE,)
+    )
+    return out.split()
+
+
+@defer.inlineCallbacks
+def hold_every_commit(server: PostgresServer) -> Any:
+    """
+    Wait until every caller's COMMIT (L{CP_MAX}) waits at the gate.
+
+    @return: a Deferred firing with their transaction ids.
+    """
+    held: List[str] = []
+
+    def all_held(xids: List[str]) -> bool:
+        held[:] = xids
+        return len(xids) == CP_MAX
+
+    yield wait_until_async(
+        lambda: threads.deferToThread(held_transactions, server).addCallback(all_held),
+        RESUME_BOUND,
+        "every caller's COMMIT held at the gate",
+    )
+    return held
 
 
 def resolving_pool(testcase: TestCase, driver_name: str, connect: Mapping[str, Any], **kwargs: Any) -> ReconnectingConnectionPool:
@@ -161,42 +218,12 @@ class _CrashMixin(TestCase):
 
     def setUp(self) -> None:
         self.driver = require_driver(self.driver_name)
-        self.holder_driver = require_driver("psycopg2")
+        require_driver("psycopg2")  # holds the gate
         self.server = private_server(self, PostgresServer, synchronous_commit="on", wal_writer_delay="10s")
-        create_tables(
-            self.server,
-            "items",
-            "burst",
-            then="CREATE FUNCTION hold_commit() RETURNS trigger LANGUAGE plpgsql AS $$"
-            " BEGIN IF NEW.id %% 10 = 0 THEN PERFORM pg_advisory_xact_lock_shared(%d); END IF;"
-            " RETURN NULL; END $$;"
-            " CREATE CONSTRAINT TRIGGER hold_commit AFTER INSERT ON items"
-            " DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION hold_commit()" % (GATE,),
-        )
+        create_tables(self.server, "items", "burst", then=HOLD_COMMIT)
         self.proxy = FaultProxy(self.server.port)
         self.proxy.start()
         self.addCleanup(self.proxy.stop)
-
-    def hold_gate(self) -> Any:
-        """
-        Take the advisory lock L{GATE} on a connection of our own (the
-        server's kill ends it).
-        """
-        holder = self.holder_driver.connect(**self.server.connect_kwargs("psycopg2"))
-        self.addCleanup(close_quietly, holder)
-        holder.autocommit = True
-        holder.cursor().execute("SELECT pg_advisory_lock(%s)", (GATE,))
-        return holder
-
-    def held_transactions(self) -> List[str]:
-        """
-        @return: the transaction ids of the COMMITs that wait for L{GATE}.
-        """
-        out = self.server.admin_sql(
-            "SELECT a.backend_xid FROM pg_locks l JOIN pg_stat_activity a USING (pid)"
-            " WHERE l.locktype = 'advisory' AND l.objid = %d AND NOT l.granted" % (GATE,)
-        )
-        return out.split()
 
     def burst_transactions(self) -> List[str]:
         """
@@ -233,18 +260,8 @@ class _CrashMixin(TestCase):
         load.start()
         try:
             yield load.wait_for_acks(ACKS, RESUME_BOUND, "writes before the crash")
-            yield threads.deferToThread(self.hold_gate)
-            held: List[str] = []
-
-            def all_held(xids: List[str]) -> bool:
-                held[:] = xids
-                return len(xids) == CP_MAX
-
-            yield wait_until_async(
-                lambda: threads.deferToThread(self.held_transactions).addCallback(all_held),
-                RESUME_BOUND,
-                "every caller's COMMIT held at the gate",
-            )
+            yield threads.deferToThread(hold_gate, self, self.server)
+            held = yield hold_every_commit(self.server)
             self.proxy.refuse(3600)
             yield threads.deferToThread(self.crash_and_restart)
             yield defer.gatherResults(
@@ -370,37 +387,81 @@ class _PromotionMixin(TestCase):
     """
     A primary and a synchronous standby; the pool writes through libpq's
     multi-host target (C{target_session_attrs=read-write}) while the
-    primary is killed and the standby promoted.
+    primary is killed and the standby promoted.  The primary is killed
+    while every caller's COMMIT waits at the gate (as in the crash test),
+    and the pool reaches the standby through a L{FaultProxy} that turns it
+    away until the new primary has run transactions of its own: every
+    lost COMMIT is asked about on a primary that has moved on.
     """
 
     driver_name: ClassVar[str]
 
     def setUp(self) -> None:
         self.driver = require_driver(self.driver_name)
+        require_driver("psycopg2")  # holds the gate
         self.cluster = started(self, PostgresCluster(synchronous=True))
-        create_tables(self.cluster.primary, "items")
+        create_tables(self.cluster.primary, "items", "burst", then=HOLD_COMMIT)
+        self.proxy = FaultProxy(self.cluster.standby.port)
+        self.proxy.start()
+        self.addCleanup(self.proxy.stop)
 
     def fail_over(self) -> None:
         self.cluster.kill_primary()
         self.cluster.promote()
 
+    def burst(self) -> List[str]:
+        """
+        Run 200 transactions on the new primary, each inserting a row of
+        C{burst}.
+
+        @return: their transaction ids.
+        """
+        standby = self.cluster.standby
+        standby.admin_sql(
+            "DO $$ BEGIN FOR i IN 1..200 LOOP INSERT INTO burst VALUES (i); COMMIT; END LOOP; END $$",
+            database=standby.database,
+        )
+        out = standby.admin_sql("SELECT xmin FROM burst", database=standby.database)
+        return out.split()
+
     @defer.inlineCallbacks
     def test_aPromotionReportsNoWriteAsDoneThatTheNewPrimaryLacks(self) -> Any:
         """
-        After the primary is killed and the standby promoted, every write
-        the pool reported done is on the new primary once, and none that
-        failed with a known outcome is; a lost COMMIT is resolved on the
-        new primary.
+        After the primary is killed with COMMITs in flight and the standby
+        promoted, and once the new primary has run transactions of its
+        own, every write the pool reported done is on the new primary
+        once, none that failed is, and no call fails: each lost COMMIT is
+        resolved on the new primary (as not committed, and replayed).
         """
-        pool = resolving_pool(
-            self, self.driver_name, self.cluster.multi_host_kwargs(self.driver_name, "read-write"),
-            cp_policy=WaitForDatabase(deadline=120),
-        )
+        primary, standby = self.cluster.primary, self.cluster.standby
+        connect = _target.connect_kwargs(primary, self.driver_name, [primary.port, self.proxy.port])
+        connect["target_session_attrs"] = "read-write"
+        pool = resolving_pool(self, self.driver_name, connect, cp_policy=WaitForDatabase(deadline=120))
         yield warm(pool)
         load = WriteLoad(pool, callers=CP_MAX)
-        yield run_events(load, {"kill the primary and promote": self.fail_over})
-        report = audit(self, "promotion %s" % (self.driver_name,), load, stored_ids(self.cluster.standby), pool)
+        load.start()
+        try:
+            yield load.wait_for_acks(ACKS, RESUME_BOUND, "writes before the promotion")
+            yield threads.deferToThread(hold_gate, self, primary)
+            held = yield hold_every_commit(primary)
+            self.proxy.refuse(3600)
+            yield threads.deferToThread(self.fail_over)
+            burst = yield threads.deferToThread(self.burst)
+            self.assertEqual(len(burst), 200)
+            self.assertEqual(pool.stats()["resolved_aborted"], 0, "the pool asked before the burst")
+            self.proxy.refuse(0)
+            yield load.wait_for_acks(ACKS, RESUME_BOUND, "writes after the promotion")
+        finally:
+            yield load.stop()
+        report = audit(self, "promotion %s" % (self.driver_name,), load, stored_ids(standby), pool)
+        _log.info(
+            "resolve-audit promotion {driver}: xids held {held}, handed out again {reused}",
+            driver=self.driver_name,
+            held=held,
+            reused=set(held) & set(burst),
+        )
         self.assertEqual(load.failure_types(), {}, report)
+        self.assertEqual(report["resolved_aborted"], CP_MAX, report)
 
 
 class Psycopg2PromotionTests(_PromotionMixin):
