@@ -13,6 +13,7 @@ from twisted.internet import defer, reactor, threads
 from twisted.trial.unittest import TestCase
 
 from txreconnect import ConfigurationError, ReconnectingConnectionPool, TransactionOutcomeUnknown
+from txreconnect import _resolve
 from txreconnect._resolve import TABLE
 from txreconnect.testing import (
     FaultProxy,
@@ -22,6 +23,7 @@ from txreconnect.testing import (
     require_driver,
     shared_server,
 )
+from tests.support import DEADLINE, wait_until_async
 
 
 class _ResolveTestsMixin(TestCase):
@@ -234,6 +236,117 @@ class MySQLdbResolveTests(_MariaDBResolve):
     driver_name = "MySQLdb"
 
 
+class _InProgressMixin(TestCase):
+    """
+    A COMMIT still in progress when its client is gone: the server's
+    commits that ask for it wait for a synchronous standby that never
+    answers (C{synchronous_standby_names} names one that does not exist),
+    so that the old session keeps its transaction, and its locks, after
+    the proxy has reset its connection.  The pool's locking read of the
+    marker waits for it, with a bound (1 s here), then ends that session.
+    """
+
+    driver_name: ClassVar[str]
+    _create_table = _ResolveTestsMixin._create_table
+
+    def setUp(self) -> Any:
+        self.driver = require_driver(self.driver_name)
+        self.server = shared_server(
+            self, PostgresServer, synchronous_standby_names="ghost", synchronous_commit="local"
+        )
+        self.proxy = FaultProxy(self.server.port)
+        self.proxy.start()
+        self.addCleanup(self.proxy.stop)
+        self.patch(_resolve, "LOCK_WAIT", 1.0)
+        options = dict(self.server.connect_kwargs(self.driver_name), cp_min=1, cp_max=1)
+        self.direct = ReconnectingConnectionPool(self.driver_name, **options)
+        options.update(self.server.connect_kwargs(self.driver_name, port=self.proxy.port), cp_resolve_commits=True)
+        self.pool = ReconnectingConnectionPool(self.driver_name, **options)
+        for pool in (self.direct, self.pool):
+            pool.start()
+            self.addCleanup(pool.close)
+        return self.direct.runInteraction(self._create_table)
+
+    def waiting_for_the_standby(self) -> List[str]:
+        """
+        @return: the pids of the sessions whose COMMIT waits for a
+            synchronous standby.
+        """
+        return self.server.admin_sql("SELECT pid FROM pg_stat_activity WHERE wait_event = 'SyncRep'").split()
+
+    @defer.inlineCallbacks
+    def lose_a_commit_in_progress(self) -> Any:
+        """
+        Start a write whose COMMIT waits for the standby, and reset its
+        connection once it does.
+
+        @return: a Deferred that fires with the write's Deferred (in a
+            list, so that its result is not waited for).
+        """
+        yield self.pool.runQuery("SELECT 1")
+
+        def write(txn: Any) -> str:
+            txn.execute("SET LOCAL synchronous_commit TO on")
+            txn.execute("INSERT INTO items VALUES (50, 'held')")
+            return "stored 50"
+
+        call = self.pool.runInteraction(write)
+        yield wait_until_async(
+            lambda: threads.deferToThread(self.waiting_for_the_standby).addCallback(bool),
+            DEADLINE,
+            "the COMMIT to wait for its standby",
+        )
+        yield self.proxy.reset()
+        return [call]
+
+    @defer.inlineCallbacks
+    def test_aCommitStillInProgressIsWaitedForThenItsSessionEnded(self) -> Any:
+        """
+        The old session still holds its transaction open, waiting for its
+        standby: the pool's read waits for it, then ends the session,
+        whose transaction had committed locally; the caller gets the
+        interaction's result, and the row exists once.
+        """
+        [call] = yield self.lose_a_commit_in_progress()
+        result = yield call
+        self.assertEqual(result, "stored 50")
+        self.assertEqual(self.waiting_for_the_standby(), [])
+        rows = yield self.direct.runQuery("SELECT count(*) FROM items WHERE id = 50")
+        self.assertEqual(rows[0][0], 1)
+        stats = self.pool.stats()
+        self.assertEqual((stats["resolved_committed"], stats["outcome_unknown"], stats["replays"]), (1, 0, 0))
+
+    @defer.inlineCallbacks
+    def test_aSessionThatCannotBeEndedLeavesTheOutcomeUnknownWithTheReason(self) -> Any:
+        """
+        Where the old session cannot be ended, the pool waits for it twice
+        (with the bound), then gives up: the caller gets
+        L{TransactionOutcomeUnknown}, whose message says why.
+        """
+        self.patch(type(self.pool._driver), "_end_session", lambda driver, connection, session: None)
+        [call] = yield self.lose_a_commit_in_progress()
+        error = yield self.assertFailure(call, TransactionOutcomeUnknown)
+        self.assertIn(
+            "the database could not tell whether it took effect: its session still held its transaction open"
+            " after 2 s",
+            str(error),
+        )
+        self.assertEqual(len(self.waiting_for_the_standby()), 1)
+        self.assertEqual((self.pool.stats()["resolve_failed"], self.pool.stats()["replays"]), (1, 0))
+
+
+class Psycopg2InProgressTests(_InProgressMixin):
+    driver_name = "psycopg2"
+
+
+class PsycopgInProgressTests(_InProgressMixin):
+    driver_name = "psycopg"
+
+
+class Pg8000InProgressTests(_InProgressMixin):
+    driver_name = "pg8000"
+
+
 class OptionTests(TestCase):
     def test_aDriverWithoutMarkersIsAConfigurationError(self) -> None:
         """
@@ -253,4 +366,4 @@ class OptionTests(TestCase):
         self.assertIn("cp_resolve_commits", str(error))
 
 
-del _ResolveTestsMixin, _PostgresResolve, _MariaDBResolve
+del _ResolveTestsMixin, _PostgresResolve, _MariaDBResolve, _InProgressMixin

@@ -135,14 +135,17 @@ def close_quietly(cursor: Any) -> None:
         pass
 
 
-def run_and_commit(connection: Any, statements: List[Tuple[str, Tuple[Any, ...]]]) -> None:
+def run_and_commit(connection: Any, statements: List[Tuple[str, Tuple[Any, ...]]]) -> List[Any]:
     """
     Run C{statements} (SQL and parameters) in one transaction on a raw
     connection and commit it, rolling back if one fails.
 
+    @return: the rows of the last statement that returned rows (none if
+        no statement did).
     @raise Exception: the driver's error.
     """
     cursor = connection.cursor()
+    rows: List[Any] = []
     try:
         for sql, params in statements:
             if params:
@@ -150,8 +153,9 @@ def run_and_commit(connection: Any, statements: List[Tuple[str, Tuple[Any, ...]]
             else:
                 cursor.execute(sql)
             if cursor.description is not None:
-                cursor.fetchall()
+                rows = list(cursor.fetchall())
         connection.commit()
+        return rows
     except BaseException:
         try:
             connection.rollback()

@@ -405,15 +405,21 @@ class MySQLProtocolDriver(Driver):
 
     def create_commit_marker(self, connection: Any, table: str, key: str) -> None:
         """
-        The row with C{INSERT IGNORE}, committed; if the table is missing
-        (1146), C{CREATE TABLE IF NOT EXISTS} (InnoDB) first.  Not the
-        C{CREATE} every time: on Galera every DDL statement runs in total
-        order across the cluster and aborts the transactions that touch
-        the table, the other threads' markers among them.
+        A plain (consistent, non-locking) read of the row first: the row
+        is there but locked while the session of a COMMIT still in
+        progress lives, and an insert would wait for it (up to
+        C{innodb_lock_wait_timeout}).  If it is missing, the row with
+        C{INSERT IGNORE}, committed; if the table is missing (1146),
+        C{CREATE TABLE IF NOT EXISTS} (InnoDB) first.  Not the C{CREATE}
+        every time: on Galera every DDL statement runs in total order
+        across the cluster and aborts the transactions that touch the
+        table, the other threads' markers among them.
         """
+        exists = ("SELECT 1 FROM %s WHERE id = %%s" % (table,), (key,))
         row = ("INSERT IGNORE INTO %s (id, n) VALUES (%%s, 0)" % (table,), (key,))
         try:
-            run_and_commit(connection, [row])
+            if not run_and_commit(connection, [exists]):
+                run_and_commit(connection, [row])
             return
         except self.errors as error:
             if _error_code(error) != _NO_SUCH_TABLE:

@@ -169,16 +169,22 @@ class PostgresDriver(Driver):
 
     def create_commit_marker(self, connection: Any, table: str, key: str) -> None:
         """
-        The row, C{ON CONFLICT DO NOTHING}, committed; if the table is
-        missing (42P01), C{CREATE TABLE IF NOT EXISTS} first, in the same
-        transaction.  Two sessions creating the table at once may collide
-        in the catalog (23505, or 42P07): the other one made it, so only
-        the row is inserted then.
+        A plain read of the row first, which waits for no lock: the row
+        is there but locked while the session of a COMMIT still in
+        progress lives (one waiting for a synchronous standby), and an
+        insert would wait for that session's end, for ever.  If it is
+        missing, the row, C{ON CONFLICT DO NOTHING}, committed; if the
+        table is missing (42P01), C{CREATE TABLE IF NOT EXISTS} first, in
+        the same transaction.  Two sessions creating the table at once may
+        collide in the catalog (23505, or 42P07): the other one made it,
+        so only the row is inserted then.
         """
+        exists = ("SELECT 1 FROM %s WHERE id = %%s" % (table,), (key,))
         row = ("INSERT INTO %s (id, n) VALUES (%%s, 0) ON CONFLICT (id) DO NOTHING" % (table,), (key,))
         create = ("CREATE TABLE IF NOT EXISTS %s (id TEXT PRIMARY KEY, n BIGINT NOT NULL)" % (table,), ())
         try:
-            run_and_commit(connection, [row])
+            if not run_and_commit(connection, [exists]):
+                run_and_commit(connection, [row])
             return
         except self.errors as error:
             if self._sqlstate(error) != _UNDEFINED_TABLE:
