@@ -239,21 +239,21 @@ class MySQLdbResolveTests(_MariaDBResolve):
 class _InProgressMixin(TestCase):
     """
     A COMMIT still in progress when its client is gone: the server's
-    commits that ask for it wait for a synchronous standby that never
-    answers (C{synchronous_standby_names} names one that does not exist),
-    so that the old session keeps its transaction, and its locks, after
-    the proxy has reset its connection.  The pool's locking read of the
-    marker waits for it, with a bound (1 s here), then ends that session.
+    commits wait for a replica that never answers, so that the old session
+    keeps its transaction, and its locks, after the proxy has reset its
+    connection.  The pool's locking read of the marker waits for it, with
+    a bound (1 s here), then ends that session.
     """
 
+    server_class: ClassVar[Type[ThrowawayServer]]
+    #: the server settings that make a COMMIT wait for a replica
+    settings: ClassVar[Dict[str, Any]]
     driver_name: ClassVar[str]
     _create_table = _ResolveTestsMixin._create_table
 
     def setUp(self) -> Any:
         self.driver = require_driver(self.driver_name)
-        self.server = shared_server(
-            self, PostgresServer, synchronous_standby_names="ghost", synchronous_commit="local"
-        )
+        self.server = shared_server(self, self.server_class, **self.settings)
         self.proxy = FaultProxy(self.server.port)
         self.proxy.start()
         self.addCleanup(self.proxy.stop)
@@ -267,34 +267,41 @@ class _InProgressMixin(TestCase):
             self.addCleanup(pool.close)
         return self.direct.runInteraction(self._create_table)
 
-    def waiting_for_the_standby(self) -> List[str]:
+    def hold_commits(self) -> None:
         """
-        @return: the pids of the sessions whose COMMIT waits for a
-            synchronous standby.
+        From now on, make the COMMITs that ask for it wait for a replica.
         """
-        return self.server.admin_sql("SELECT pid FROM pg_stat_activity WHERE wait_event = 'SyncRep'").split()
+
+    def write(self, txn: Any) -> str:
+        """
+        The interaction: insert row 50, with a COMMIT that waits.
+        """
+        txn.execute("INSERT INTO items VALUES (50, 'held')")
+        return "stored 50"
+
+    def waiting_for_a_replica(self) -> List[str]:
+        """
+        @return: the server's ids of the sessions whose COMMIT waits for a
+            replica.
+        """
+        raise NotImplementedError()
 
     @defer.inlineCallbacks
     def lose_a_commit_in_progress(self) -> Any:
         """
-        Start a write whose COMMIT waits for the standby, and reset its
+        Start a write whose COMMIT waits for a replica, and reset its
         connection once it does.
 
         @return: a Deferred that fires with the write's Deferred (in a
             list, so that its result is not waited for).
         """
         yield self.pool.runQuery("SELECT 1")
-
-        def write(txn: Any) -> str:
-            txn.execute("SET LOCAL synchronous_commit TO on")
-            txn.execute("INSERT INTO items VALUES (50, 'held')")
-            return "stored 50"
-
-        call = self.pool.runInteraction(write)
+        yield threads.deferToThread(self.hold_commits)
+        call = self.pool.runInteraction(self.write)
         yield wait_until_async(
-            lambda: threads.deferToThread(self.waiting_for_the_standby).addCallback(bool),
+            lambda: threads.deferToThread(self.waiting_for_a_replica).addCallback(bool),
             DEADLINE,
-            "the COMMIT to wait for its standby",
+            "the COMMIT to wait for a replica",
         )
         yield self.proxy.reset()
         return [call]
@@ -302,15 +309,16 @@ class _InProgressMixin(TestCase):
     @defer.inlineCallbacks
     def test_aCommitStillInProgressIsWaitedForThenItsSessionEnded(self) -> Any:
         """
-        The old session still holds its transaction open, waiting for its
-        standby: the pool's read waits for it, then ends the session,
-        whose transaction had committed locally; the caller gets the
+        The old session still holds its transaction open, waiting for a
+        replica: the pool's read waits for it, then ends the session,
+        whose transaction is then committed (PostgreSQL: it had committed
+        locally; MariaDB: it was in the binary log); the caller gets the
         interaction's result, and the row exists once.
         """
         [call] = yield self.lose_a_commit_in_progress()
         result = yield call
         self.assertEqual(result, "stored 50")
-        self.assertEqual(self.waiting_for_the_standby(), [])
+        self.assertEqual(self.waiting_for_a_replica(), [])
         rows = yield self.direct.runQuery("SELECT count(*) FROM items WHERE id = 50")
         self.assertEqual(rows[0][0], 1)
         stats = self.pool.stats()
@@ -331,20 +339,72 @@ class _InProgressMixin(TestCase):
             " after 2 s",
             str(error),
         )
-        self.assertEqual(len(self.waiting_for_the_standby()), 1)
+        self.assertEqual(len(self.waiting_for_a_replica()), 1)
         self.assertEqual((self.pool.stats()["resolve_failed"], self.pool.stats()["replays"]), (1, 0))
 
 
-class Psycopg2InProgressTests(_InProgressMixin):
+class _PostgresInProgress(_InProgressMixin):
+    """
+    C{synchronous_standby_names} names a standby that does not exist; only
+    the test's write asks to wait for it (C{SET LOCAL synchronous_commit}),
+    the others commit locally.
+    """
+
+    server_class = PostgresServer
+    settings = {"synchronous_standby_names": "ghost", "synchronous_commit": "local"}
+
+    def write(self, txn: Any) -> str:
+        txn.execute("SET LOCAL synchronous_commit TO on")
+        return super().write(txn)
+
+    def waiting_for_a_replica(self) -> List[str]:
+        return self.server.admin_sql("SELECT pid FROM pg_stat_activity WHERE wait_event = 'SyncRep'").split()
+
+
+class _MariaDBInProgress(_InProgressMixin):
+    """
+    Semi-synchronous replication with no replica, turned on once the test
+    has set up: a COMMIT waits for a replica's acknowledgement after it is
+    in the binary log and before InnoDB commits (C{AFTER_SYNC}), holding
+    its locks.
+    """
+
+    server_class = MariaDBServer
+    settings = {
+        "log-bin": "binlog",
+        "server-id": 1,
+        "rpl-semi-sync-master-wait-point": "AFTER_SYNC",
+        "rpl-semi-sync-master-timeout": 600000,
+    }
+
+    def hold_commits(self) -> None:
+        self.addCleanup(self.server.admin_sql, "SET GLOBAL rpl_semi_sync_master_enabled = OFF")
+        self.server.admin_sql("SET GLOBAL rpl_semi_sync_master_enabled = ON")
+
+    def waiting_for_a_replica(self) -> List[str]:
+        return self.server.admin_sql(
+            "SELECT id FROM information_schema.processlist WHERE state LIKE 'Waiting for semi-sync ACK%'"
+        ).split()
+
+
+class Psycopg2InProgressTests(_PostgresInProgress):
     driver_name = "psycopg2"
 
 
-class PsycopgInProgressTests(_InProgressMixin):
+class PsycopgInProgressTests(_PostgresInProgress):
     driver_name = "psycopg"
 
 
-class Pg8000InProgressTests(_InProgressMixin):
+class Pg8000InProgressTests(_PostgresInProgress):
     driver_name = "pg8000"
+
+
+class PyMySQLInProgressTests(_MariaDBInProgress):
+    driver_name = "pymysql"
+
+
+class MySQLdbInProgressTests(_MariaDBInProgress):
+    driver_name = "MySQLdb"
 
 
 class OptionTests(TestCase):
@@ -366,4 +426,4 @@ class OptionTests(TestCase):
         self.assertIn("cp_resolve_commits", str(error))
 
 
-del _ResolveTestsMixin, _PostgresResolve, _MariaDBResolve, _InProgressMixin
+del _ResolveTestsMixin, _PostgresResolve, _MariaDBResolve, _InProgressMixin, _PostgresInProgress, _MariaDBInProgress
