@@ -138,11 +138,33 @@ class DrillTests(TestCase):
         self.assertEqual(sorted(label.split(":")[0] for label in table if label.endswith(": recovery")),
                          ["cut", "drop", "kill", "reset"])
         self.assertNotIn(server.password, output)
+        self.assertNotIn("cp_resolve_commits", output)
         left = yield threads.deferToThread(
             server.admin_sql, "SELECT count(*) FROM pg_tables WHERE tablename LIKE 'txreconnect_drill%'",
             database=server.database,
         )
         self.assertEqual(left.strip(), "0")
+
+    @defer.inlineCallbacks
+    def test_waitingTheDrillResolvesTheLostCommit(self) -> Any:
+        """
+        With C{--wait}, the pool waits for the database and resolves a
+        lost COMMIT (C{cp_resolve_commits=True}, as the drill says): no
+        call fails, not even the one whose COMMIT was cut, which without
+        it ends in L{TransactionOutcomeUnknown} (unless the cut hit a
+        read's COMMIT: that one is replayed without asking).
+        """
+        require_driver("psycopg2")
+        server = shared_server(self, PostgresServer)
+        url = "postgresql://%s:%s@127.0.0.1:%d/%s" % (
+            server.user, quote(server.password, safe=""), server.port, server.database)
+        output, status = yield self.drill("--url", url, "--wait", "30", "--duration", "4", "--seed", "5")
+        table = self.assertClean(output, status, ["txreconnect"])
+        self.assertIn("cp_resolve_commits=True", output)
+        self.assertIn("cut: recovery", table)
+        self.assertEqual(table["failed"][0], "0", output)
+        self.assertEqual(table["outcome unknown (stored / not)"][0], "0 / 0", output)
+        self.assertIn("lost COMMITs resolved (done / not)", table)
 
     @defer.inlineCallbacks
     def test_badArguments(self) -> Any:

@@ -32,6 +32,13 @@ def _stat(name: str) -> Callable[[Record], str]:
     return cell
 
 
+def _resolved(record: Record) -> str:
+    stats = record.stats
+    if stats is None:
+        return "-"
+    return "%d / %d" % (stats.get("resolved_committed", 0), stats.get("resolved_aborted", 0))
+
+
 def _audited(show: Callable[[Audit], object]) -> Callable[[Record], str]:
     def cell(record: Record) -> str:
         return "-" if record.audit is None else str(show(record.audit))
@@ -77,6 +84,7 @@ def table(records: Sequence[Record], faults: Sequence[Fault], end: float) -> Lis
     rows += [("    " + kind, lambda r, kind=kind: str(r.failures[kind])) for kind in kinds]
     rows += [
         ("replays", _stat("replays")),
+        ("lost COMMITs resolved (done / not)", _resolved),
         ("outcome unknown (stored / not)", _audited(lambda a: "%d / %d" % (a.unknown_stored, a.unknown_not_stored))),
         ("downtime", lambda r: _duration(r.downtime(end))),
     ]
