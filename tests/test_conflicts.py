@@ -11,9 +11,11 @@ import threading
 from typing import Any, ClassVar, Dict, List, Type
 
 from twisted.internet import defer
+from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.trial.unittest import TestCase
 
 from txreconnect import DisconnectionError, ReconnectingConnectionPool
+from txreconnect import pool as pool_module
 from txreconnect.testing import MariaDBServer, PostgresServer, ThrowawayServer, require_driver, shared_server
 
 #: how long the two halves of a conflict wait for each other
@@ -89,6 +91,31 @@ class _ConflictTestsMixin(TestCase):
         self.assertGreaterEqual(stats["conflicts"], 1)
         self.assertGreaterEqual(stats["conflict_retries"], 1)
         self.assertEqual((stats["disconnects"], stats["replays"]), (0, 0))
+
+    @defer.inlineCallbacks
+    def test_aBurstOfConflictsIsLoggedOnce(self) -> Any:
+        """
+        Conflicts close together are one burst, logged as one warning
+        (each is counted in the stats); a conflict after a quiet spell
+        (L{_CONFLICT_BURST_GAP}) starts a new burst, logged again.
+        """
+        warnings: List[Dict[str, Any]] = []
+
+        def observe(event: Dict[str, Any]) -> None:
+            if event.get("log_level") == LogLevel.warn and event.get("log_namespace", "").startswith("txreconnect"):
+                warnings.append(event)
+
+        globalLogPublisher.addObserver(observe)
+        self.addCleanup(globalLogPublisher.removeObserver, observe)
+        pool = self.make_pool(cp_conflict_retries=3)
+        for _ in range(3):
+            results = yield self.deadlock(pool)
+            self.assertEqual([ok for ok, _ in results], [True, True], results)
+        self.assertGreaterEqual(pool.stats()["conflicts"], 3)
+        self.assertEqual(len(warnings), 1, [formatEvent(event) for event in warnings])
+        self.patch(pool_module, "_CONFLICT_BURST_GAP", 0.0)
+        yield self.deadlock(pool)
+        self.assertEqual(len(warnings), 2, [formatEvent(event) for event in warnings])
 
     @defer.inlineCallbacks
     def test_withoutConflictRetriesTheDriversDeadlockErrorReachesTheCaller(self) -> Any:
