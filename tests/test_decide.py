@@ -28,7 +28,8 @@ P, R, RC, RS, OK, CR, U, S, G, GW = (
 )
 
 #: (kind, commit started, committed in autocommit?, idempotent, stalled,
-#: allowed, resolvable, committed) -> outcome.  "committed in autocommit?" is a statement sent in
+#: allowed, resolvable, committed) -> outcome.  "commit started" is a COMMIT
+#: sent after a statement (a transaction that sent none commits nothing).  "committed in autocommit?" is a statement sent in
 #: autocommit mode; "allowed" is (runInteraction or idempotent) and budget
 #: left: C{cp_conflict_retries} for a conflict, C{cp_replays} otherwise.
 _Key = Tuple[Kind, bool, bool, bool, bool, bool, bool, Optional[bool]]
@@ -119,7 +120,7 @@ class DecideTests(SynchronousTestCase):
                 budget = attempt.replayed < attempt.replays
             key = (
                 attempt.kind,
-                attempt.commit_started,
+                attempt.commit_started and attempt.statement_sent,
                 attempt.statement_sent and attempt.autocommit,
                 attempt.idempotent,
                 attempt.stalled,
@@ -136,18 +137,20 @@ class DecideTests(SynchronousTestCase):
         """
         The rule that is the product: a call is replayed only if it is
         marked idempotent, or if no autocommit statement was sent and
-        COMMIT either was never sent or is known not to have committed;
-        and it succeeds after a lost connection only if its COMMIT is
-        known to have committed.
+        COMMIT either was never sent, or sent when no statement had been,
+        or is known not to have committed; and it succeeds after a lost
+        connection only if its COMMIT is known to have committed.
         """
         for attempt in _attempts():
             if decide(attempt) is Outcome.RETRY_CONFLICT:
                 self.assertTrue(attempt.idempotent or not (attempt.statement_sent and attempt.autocommit), attempt)
                 self.assertLess(attempt.conflicts, attempt.conflict_retries, attempt)
             if decide(attempt) is Outcome.COMMITTED:
-                self.assertTrue(attempt.commit_started and attempt.committed is True, attempt)
+                self.assertTrue(attempt.commit_started and attempt.statement_sent and attempt.committed is True, attempt)
             if decide(attempt) is Outcome.REPLAY:
-                may_have_committed = (attempt.commit_started and attempt.committed is not False) or (
+                may_have_committed = (
+                    attempt.commit_started and attempt.statement_sent and attempt.committed is not False
+                ) or (
                     attempt.statement_sent and attempt.autocommit
                 )
                 self.assertTrue(attempt.idempotent or not may_have_committed, attempt)

@@ -31,6 +31,8 @@ class _ResolveTestsMixin(TestCase):
     driver_name: ClassVar[str]
     #: whether a transaction that wrote nothing leaves no marker
     knows_read_only: ClassVar[bool] = True
+    #: whether the driver sends COMMIT for a transaction that ran nothing
+    sends_empty_commit: ClassVar[bool] = False
 
     def setUp(self) -> Any:
         self.driver = require_driver(self.driver_name)
@@ -121,6 +123,28 @@ class _ResolveTestsMixin(TestCase):
             self.assertEqual((stats["resolved_committed"], stats["resolved_aborted"], stats["replays"]), (0, 0, 1))
         else:
             self.assertEqual(stats["resolved_committed"], 1)
+
+    @defer.inlineCallbacks
+    def test_aTransactionThatRanNoStatementNeedsNoMarkerAndNoResolving(self) -> Any:
+        """
+        An interaction that ran no statement sets no marker (no extra
+        round trip), and if its COMMIT is cut (drivers that send one even
+        then), it is replayed without asking.
+        """
+        yield self.pool.runQuery("SELECT 1")
+        marker = "SELECT n FROM %s WHERE id LIKE %%s" % (TABLE,)
+        before = yield self.direct.runQuery(marker, (self.pool._markers.token + ":%",))
+        cut = self.proxy.cut_after_commit()
+        result = yield self.pool.runInteraction(lambda txn: "nothing")
+        self.assertEqual(result, "nothing")
+        self.assertEqual(cut.called, self.sends_empty_commit)
+        if not cut.called:
+            cut.addErrback(lambda failure: failure.trap(defer.CancelledError))
+            cut.cancel()
+        self.assertEqual((yield self.direct.runQuery(marker, (self.pool._markers.token + ":%",))), before)
+        stats = self.pool.stats()
+        self.assertEqual((stats["resolved_committed"], stats["resolved_aborted"], stats["outcome_unknown"]), (0, 0, 0))
+        self.assertEqual(stats["replays"], 1 if self.sends_empty_commit else 0)
 
     @defer.inlineCallbacks
     def test_aFunctionThatCommittedBeforeItsConnectionWasLostNeverSucceeds(self) -> Any:
@@ -214,6 +238,7 @@ class _PostgresResolve(_ResolveTestsMixin):
 class _MariaDBResolve(_ResolveTestsMixin):
     server_class = MariaDBServer
     knows_read_only = False
+    sends_empty_commit = True
 
 
 class Psycopg2ResolveTests(_PostgresResolve):
@@ -226,6 +251,7 @@ class PsycopgResolveTests(_PostgresResolve):
 
 class Pg8000ResolveTests(_PostgresResolve):
     driver_name = "pg8000"
+    sends_empty_commit = True
 
 
 class PyMySQLResolveTests(_MariaDBResolve):

@@ -143,8 +143,10 @@ def decide(attempt: Attempt) -> Outcome:
       3. A call marked idempotent may always run again, budget allowing.
       4. A refused COMMIT is not replayed: COMMIT was sent.  Unless the
          database can tell its outcome: then it is resolved, as in 5.
-      5. A call that may have committed (COMMIT in flight, or a statement
-         sent in autocommit) is never replayed.  But a COMMIT in flight
+      5. A call that may have committed (COMMIT in flight after a
+         statement was sent, or a statement sent in autocommit) is never
+         replayed; a transaction that sent no statement has nothing to
+         commit.  But a COMMIT in flight
          whose outcome the database can tell is resolved first: if it took
          effect the call succeeded; if it did not, the call is treated as
          one whose COMMIT never started.
@@ -166,13 +168,14 @@ def decide(attempt: Attempt) -> Outcome:
         return Outcome.PASS_ON
     wrong = attempt.kind is Kind.WRONG_SERVER
     if not attempt.idempotent:
-        if wrong and attempt.commit_started and attempt.committed is None and not attempt.resolvable:
+        commit_started = attempt.commit_started and attempt.statement_sent
+        if wrong and commit_started and attempt.committed is None and not attempt.resolvable:
             return Outcome.COMMIT_REFUSED
         if attempt.statement_sent and attempt.autocommit:
             # Even on a read-only server: in autocommit, an earlier
             # statement may have committed before the server turned.
             return Outcome.OUTCOME_UNKNOWN
-        if attempt.commit_started and attempt.committed is not False:
+        if commit_started and attempt.committed is not False:
             if attempt.committed:
                 return Outcome.COMMITTED
             return Outcome.RESOLVE_COMMIT if attempt.resolvable else Outcome.OUTCOME_UNKNOWN
