@@ -12,7 +12,7 @@ from typing import Any, ClassVar, Dict, List, Type
 from twisted.internet import defer, reactor, threads
 from twisted.trial.unittest import TestCase
 
-from txreconnect import ConfigurationError, ReconnectingConnectionPool, TransactionOutcomeUnknown
+from txreconnect import ConfigurationError, ReconnectingConnectionPool, TransactionOutcomeUnknown, WaitForDatabase
 from txreconnect import _resolve
 from txreconnect._resolve import TABLE
 from txreconnect.testing import (
@@ -196,11 +196,50 @@ class _ResolveTestsMixin(TestCase):
         yield self.direct.runOperation("DELETE FROM %s" % (TABLE,))
         runs: List[int] = []
         cut = self.proxy.cut_after_commit()
-        yield self.assertFailure(self.pool.runInteraction(self.writer(runs, 48)), TransactionOutcomeUnknown)
+        error = yield self.assertFailure(self.pool.runInteraction(self.writer(runs, 48)), TransactionOutcomeUnknown)
+        self.assertIn("the database could not tell whether it took effect: its marker row was missing when it committed", str(error))
         self.assertTrue((yield cut))
         self.assertEqual(runs, [48])
         self.assertEqual((yield self.count_rows("WHERE id = 48")), 1)
         self.assertEqual((self.pool.stats()["replays"], self.pool.stats()["resolved_aborted"]), (0, 0))
+
+    @defer.inlineCallbacks
+    def test_failingFastADatabaseThatTurnsThePoolAwayLeavesTheOutcomeUnknown(self) -> Any:
+        """
+        With C{FailFast} (the default), a database that refuses the new
+        connection to ask on leaves the outcome unknown: the caller gets
+        L{TransactionOutcomeUnknown} saying why, and the write, which
+        committed, is not replayed.
+        """
+        yield self.pool.runQuery("SELECT 1")
+        self.proxy.refuse(3600)
+        self.addCleanup(self.proxy.refuse, 0)
+        runs: List[int] = []
+        cut = self.proxy.cut_after_commit()
+        error = yield self.assertFailure(self.pool.runInteraction(self.writer(runs, 51)), TransactionOutcomeUnknown)
+        self.assertTrue((yield cut))
+        self.assertIn("the database could not tell whether it took effect: no new connection to ask on", str(error))
+        self.assertEqual(runs, [51])
+        self.assertEqual((yield self.count_rows("WHERE id = 51")), 1)
+        self.assertEqual((self.pool.stats()["resolve_failed"], self.pool.stats()["replays"]), (1, 0))
+
+    @defer.inlineCallbacks
+    def test_waitingForTheDatabaseThePoolAsksOnceItIsBack(self) -> Any:
+        """
+        With C{WaitForDatabase}, a database that turns the pool away when
+        it wants to ask is waited for: once it is back, the pool asks and
+        the caller gets the interaction's result.
+        """
+        pool = self.make_pool(port=self.proxy.port, cp_resolve_commits=True, cp_policy=WaitForDatabase(deadline=30))
+        yield pool.runQuery("SELECT 1")
+        back = self.proxy.refuse(1.0)
+        cut = self.proxy.cut_after_commit()
+        result = yield pool.runInteraction(self.writer([], 52))
+        self.assertTrue(back.called)
+        self.assertTrue((yield cut))
+        self.assertEqual(result, "stored 52")
+        self.assertEqual((yield self.count_rows("WHERE id = 52")), 1)
+        self.assertEqual((pool.stats()["resolved_committed"], pool.stats()["outcome_unknown"]), (1, 0))
 
     @defer.inlineCallbacks
     def test_eachNewConnectionMakesSureOfItsMarkerRow(self) -> Any:

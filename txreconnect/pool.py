@@ -769,13 +769,18 @@ class ReconnectingConnectionPool(adbapi.ConnectionPool):
         )
         outcome = _decide.decide(attempt)
         cause = describe(error)
+        unknown: Optional[str] = None  # why the database could not tell
         if outcome is Outcome.RESOLVE_COMMIT:
             assert marker is not None and self._markers is not None
             committed, why = self._markers.resolve(self, marker)
             self._stats.add(_RESOLVED[committed])
             outcome = _decide.decide(dataclasses.replace(attempt, resolvable=False, committed=committed))
             if committed is None:
-                cause = "%s; the database could not tell whether it took effect: %s" % (cause, why)
+                unknown = why
+        elif outcome is Outcome.OUTCOME_UNKNOWN and marker is not None and marker.wrote and not marker.marked:
+            unknown = "its marker row was missing when it committed"
+        if unknown is not None:
+            cause = "%s; the database could not tell whether it took effect: %s" % (cause, unknown)
         for counter in _decide.counters(outcome, tries.replayed):
             self._stats.add(counter)
         if kind is not Kind.CONFLICT or outcome is Outcome.RETRY_CONFLICT:
