@@ -6,6 +6,7 @@ database, never guessed.
 
 from __future__ import annotations
 
+import io
 import itertools
 from typing import Any, ClassVar, Dict, List, Type
 
@@ -26,6 +27,14 @@ from txreconnect.testing import (
 from tests.support import DEADLINE, wait_until_async
 
 
+def create_items(txn: Any) -> None:
+    """
+    (Re)create the table C{items} that the tests write.
+    """
+    txn.execute("DROP TABLE IF EXISTS items")
+    txn.execute("CREATE TABLE items (id INTEGER PRIMARY KEY, note VARCHAR(100))")
+
+
 class _ResolveTestsMixin(TestCase):
     server_class: ClassVar[Type[ThrowawayServer]]
     driver_name: ClassVar[str]
@@ -42,11 +51,8 @@ class _ResolveTestsMixin(TestCase):
         self.addCleanup(self.proxy.stop)
         self.pool = self.make_pool(port=self.proxy.port, cp_resolve_commits=True)
         self.direct = self.make_pool()
-        return self.direct.runInteraction(self._create_table)
+        return self.direct.runInteraction(create_items)
 
-    def _create_table(self, txn: Any) -> None:
-        txn.execute("DROP TABLE IF EXISTS items")
-        txn.execute("CREATE TABLE items (id INTEGER PRIMARY KEY, note VARCHAR(100))")
 
     def make_pool(self, port: Any = None, **kwargs: Any) -> ReconnectingConnectionPool:
         options = dict(self.server.connect_kwargs(self.driver_name, port=port), cp_min=1, cp_max=1)
@@ -301,6 +307,78 @@ class MySQLdbResolveTests(_MariaDBResolve):
     driver_name = "MySQLdb"
 
 
+class CursorMethodTests(TestCase):
+    """
+    A statement sent through a cursor method other than C{execute}
+    (psycopg2's C{copy_from}, reached through the transaction) counts as
+    one: its lost COMMIT is never taken for that of a transaction that
+    ran nothing, which would be replayed.
+    """
+
+    def setUp(self) -> Any:
+        require_driver("psycopg2")
+        self.server = shared_server(self, PostgresServer)
+        self.proxy = FaultProxy(self.server.port)
+        self.proxy.start()
+        self.addCleanup(self.proxy.stop)
+        self.direct = self.make_pool(self.server.port)
+        return self.direct.runInteraction(create_items)
+
+    def make_pool(self, port: int, **kwargs: Any) -> ReconnectingConnectionPool:
+        options = dict(self.server.connect_kwargs("psycopg2", port=port), cp_min=1, cp_max=1)
+        options.update(kwargs)
+        pool = ReconnectingConnectionPool("psycopg2", **options)
+        pool.start()
+        self.addCleanup(pool.close)
+        return pool
+
+    @defer.inlineCallbacks
+    def cut_a_copy(self, **kwargs: Any) -> Any:
+        """
+        Run an interaction that only copies a row into C{items}, with its
+        COMMIT cut after it reached the server.
+
+        @return: a Deferred firing with the pool, the call's Deferred (in
+            a list) and how many times the interaction ran.
+        """
+        pool = self.make_pool(self.proxy.port, **kwargs)
+        yield pool.runQuery("SELECT 1")
+        runs: List[int] = []
+
+        def copy(txn: Any) -> str:
+            runs.append(1)
+            txn.copy_from(io.StringIO("53\tcopied\n"), "items")
+            return "copied"
+
+        cut = self.proxy.cut_after_commit()
+        call = pool.runInteraction(copy)
+        yield defer.DeferredList([call], consumeErrors=False)
+        self.assertTrue((yield cut))
+        rows = yield self.direct.runQuery("SELECT count(*) FROM items WHERE id = 53")
+        self.assertEqual(rows[0][0], 1)
+        return pool, [call], runs
+
+    @defer.inlineCallbacks
+    def test_aCopyWhoseCommitIsCutIsNotReplayed(self) -> Any:
+        """
+        Without resolution the caller gets L{TransactionOutcomeUnknown},
+        and the copy, which committed, ran once.
+        """
+        pool, [call], runs = yield self.cut_a_copy()
+        yield self.assertFailure(call, TransactionOutcomeUnknown)
+        self.assertEqual((runs, pool.stats()["replays"]), ([1], 0))
+
+    @defer.inlineCallbacks
+    def test_aCopyWhoseCommitIsCutIsResolved(self) -> Any:
+        """
+        With resolution the copy left its marker, and the caller gets the
+        interaction's result.
+        """
+        pool, [call], runs = yield self.cut_a_copy(cp_resolve_commits=True)
+        self.assertEqual((yield call), "copied")
+        self.assertEqual((runs, pool.stats()["resolved_committed"]), ([1], 1))
+
+
 class _InProgressMixin(TestCase):
     """
     A COMMIT still in progress when its client is gone: the server's
@@ -314,7 +392,6 @@ class _InProgressMixin(TestCase):
     #: the server settings that make a COMMIT wait for a replica
     settings: ClassVar[Dict[str, Any]]
     driver_name: ClassVar[str]
-    _create_table = _ResolveTestsMixin._create_table
 
     def setUp(self) -> Any:
         self.driver = require_driver(self.driver_name)
@@ -330,7 +407,7 @@ class _InProgressMixin(TestCase):
         for pool in (self.direct, self.pool):
             pool.start()
             self.addCleanup(pool.close)
-        return self.direct.runInteraction(self._create_table)
+        return self.direct.runInteraction(create_items)
 
     def hold_commits(self) -> None:
         """

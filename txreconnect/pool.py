@@ -144,10 +144,34 @@ class _MarkingConnection(_Connection):
         self.marker = None
 
 
+#: cursor attributes that send no statement (DB-API's, and what the drivers
+#: add of the kind); any other reached through a transaction may send one
+#: (psycopg2's C{copy_from}, psycopg's C{copy}, C{connection})
+_SENDS_NOTHING = frozenset(
+    {
+        "arraysize",
+        "description",
+        "fetchall",
+        "fetchmany",
+        "fetchone",
+        "lastrowid",
+        "mogrify",
+        "query",
+        "rowcount",
+        "rownumber",
+        "setinputsizes",
+        "setoutputsize",
+        "statusmessage",
+    }
+)
+
+
 class _Transaction(adbapi.Transaction):
     """
     adbapi's cursor wrapper, recording on its connection that a statement
-    was sent, and never reconnecting by itself.
+    was sent (through C{execute}, C{executemany}, C{callproc}, or any
+    cursor attribute that may send one), and never reconnecting by
+    itself.
     """
 
     _connection: _Connection
@@ -177,6 +201,12 @@ class _Transaction(adbapi.Transaction):
     def callproc(self, *args: Any, **kwargs: Any) -> Any:
         self._connection.sending()
         return self._cursor.callproc(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        connection = self._connection
+        if not connection.statement_ran and name not in _SENDS_NOTHING:
+            connection.sending()
+        return getattr(self._cursor, name)
 
 
 class _Tries:
