@@ -5,15 +5,16 @@ deadline (never sleeping and hoping) and closing connections quietly.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Union
+from typing import Any, Callable, Dict, Union
 
 from twisted.internet import defer
 
+from txreconnect import ReconnectingConnectionPool
 from txreconnect.testing import warm
 from txreconnect.testing.fixtures import _unavailable
 from txreconnect.testing._wait import WaitTimeout, wait_until as _wait_until, wait_until_async as _wait_until_async
 
-__all__ = ["DEADLINE", "WaitTimeout", "close_quietly", "wait_until", "wait_until_async", "warm"]
+__all__ = ["DEADLINE", "WaitTimeout", "close_quietly", "started_pool", "wait_until", "wait_until_async", "warm"]
 
 #: how long a test waits, unless it says otherwise, for what must happen
 DEADLINE = 15.0
@@ -68,3 +69,19 @@ def unavailable(message: str) -> Exception:
     @return: a C{RuntimeError} in CI, else a C{SkipTest}.
     """
     return _unavailable(message)
+
+
+def started_pool(testcase: Any, driver: str, connect: Dict[str, Any], **options: Any) -> ReconnectingConnectionPool:
+    """
+    A started pool of one thread (C{cp_min=1, cp_max=1}, unless
+    C{options} say otherwise), closed by the test's cleanup.
+
+    @param connect: the driver's connect keywords.
+    @param options: more pool options.
+    """
+    kwargs: Dict[str, Any] = dict(connect, cp_min=1, cp_max=1)
+    kwargs.update(options)
+    pool = ReconnectingConnectionPool(driver, **kwargs)
+    pool.start()
+    testcase.addCleanup(pool.close)
+    return pool

@@ -22,6 +22,7 @@ from txreconnect import (
 )
 from txreconnect._credentials import Credentials, CredentialsFailed
 from txreconnect.testing import MariaDBServer, PostgresServer, ThrowawayServer, private_server, require_driver
+from tests.support import started_pool
 from tests.writeload import WriteLoad
 
 #: writes acknowledged before and after each step
@@ -207,12 +208,7 @@ class CallableFailureTests(TestCase):
         self.secret = _Secret(self.server.password)
 
     def make_pool(self, **kwargs: Any) -> ReconnectingConnectionPool:
-        options: Dict[str, Any] = dict(self.server.connect_kwargs("psycopg2"), cp_min=1, cp_max=1)
-        options.update(kwargs)
-        pool = ReconnectingConnectionPool("psycopg2", **options)
-        pool.start()
-        self.addCleanup(pool.close)
-        return pool
+        return started_pool(self, "psycopg2", self.server.connect_kwargs("psycopg2"), **kwargs)
 
     @defer.inlineCallbacks
     def test_raisingOrGarbageFailsFastThenRecovers(self) -> Any:

@@ -7,7 +7,6 @@ database, never guessed.
 from __future__ import annotations
 
 import io
-import itertools
 from typing import Any, ClassVar, Dict, List, Type
 
 from twisted.internet import defer, reactor, threads
@@ -24,7 +23,7 @@ from txreconnect.testing import (
     require_driver,
     shared_server,
 )
-from tests.support import DEADLINE, wait_until_async
+from tests.support import DEADLINE, started_pool, wait_until_async
 
 
 def create_items(txn: Any) -> None:
@@ -55,12 +54,7 @@ class _ResolveTestsMixin(TestCase):
 
 
     def make_pool(self, port: Any = None, **kwargs: Any) -> ReconnectingConnectionPool:
-        options = dict(self.server.connect_kwargs(self.driver_name, port=port), cp_min=1, cp_max=1)
-        options.update(kwargs)
-        pool = ReconnectingConnectionPool(self.driver_name, **options)
-        pool.start()
-        self.addCleanup(pool.close)
-        return pool
+        return started_pool(self, self.driver_name, self.server.connect_kwargs(self.driver_name, port=port), **kwargs)
 
     @defer.inlineCallbacks
     def count_rows(self, where: str = "") -> Any:
@@ -321,16 +315,8 @@ class CursorMethodTests(TestCase):
         self.proxy = FaultProxy(self.server.port)
         self.proxy.start()
         self.addCleanup(self.proxy.stop)
-        self.direct = self.make_pool(self.server.port)
+        self.direct = started_pool(self, "psycopg2", self.server.connect_kwargs("psycopg2"))
         return self.direct.runInteraction(create_items)
-
-    def make_pool(self, port: int, **kwargs: Any) -> ReconnectingConnectionPool:
-        options = dict(self.server.connect_kwargs("psycopg2", port=port), cp_min=1, cp_max=1)
-        options.update(kwargs)
-        pool = ReconnectingConnectionPool("psycopg2", **options)
-        pool.start()
-        self.addCleanup(pool.close)
-        return pool
 
     @defer.inlineCallbacks
     def cut_a_copy(self, **kwargs: Any) -> Any:
@@ -341,7 +327,7 @@ class CursorMethodTests(TestCase):
         @return: a Deferred firing with the pool, the call's Deferred (in
             a list) and how many times the interaction ran.
         """
-        pool = self.make_pool(self.proxy.port, **kwargs)
+        pool = started_pool(self, "psycopg2", self.server.connect_kwargs("psycopg2", port=self.proxy.port), **kwargs)
         yield pool.runQuery("SELECT 1")
         runs: List[int] = []
 
@@ -400,13 +386,11 @@ class _InProgressMixin(TestCase):
         self.proxy.start()
         self.addCleanup(self.proxy.stop)
         self.patch(_resolve, "LOCK_WAIT", 1.0)
-        options = dict(self.server.connect_kwargs(self.driver_name), cp_min=1, cp_max=1)
-        self.direct = ReconnectingConnectionPool(self.driver_name, **options)
-        options.update(self.server.connect_kwargs(self.driver_name, port=self.proxy.port), cp_resolve_commits=True)
-        self.pool = ReconnectingConnectionPool(self.driver_name, **options)
-        for pool in (self.direct, self.pool):
-            pool.start()
-            self.addCleanup(pool.close)
+        self.direct = started_pool(self, self.driver_name, self.server.connect_kwargs(self.driver_name))
+        self.pool = started_pool(
+            self, self.driver_name, self.server.connect_kwargs(self.driver_name, port=self.proxy.port),
+            cp_resolve_commits=True,
+        )
         return self.direct.runInteraction(create_items)
 
     def hold_commits(self) -> None:
