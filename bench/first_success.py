@@ -17,7 +17,8 @@ attempt's handshake is not counted.  Against it:
     connect, as before issue 14;
   - I{after}: C{WaitForDatabase()} with its defaults.
 
-In restarts of its own, with no pool connected, a L{RawClient} process
+In restarts of its own after the pools', with no pool connected (the
+table as large as in the pools' last restarts), a L{RawClient} process
 (the pool's driver and keywords, no pool) tries to connect, INSERT and
 COMMIT every millisecond: the best any client could do on this server
 and machine, which a fresh server's first sessions slow down for
@@ -337,13 +338,17 @@ def run(report: Report, settings: Settings, targets: Sequence[Target]) -> Any:
     raw: Dict[str, Any] = {}
     for target in targets:
         yield in_thread(_create_table, target)
-        raws = yield _raw_series(settings, target, restarts)
-        raw.setdefault(target.key, {})["raw_client"] = raws
+        results = {}
         for contender in (BEFORE, AFTER):
-            result = yield _series(settings, target, contender, restarts)
+            results[contender] = yield _series(settings, target, contender, restarts)
+            print("  %s first success %s: done" % (target.key, contender.key), flush=True)
+        # After the pools: the raw client then restarts a server that has
+        # seen as much (its table as large) as the pools' last restarts did.
+        raws = yield _raw_series(settings, target, restarts)
+        raw[target.key] = {"raw_client": raws}
+        for contender, result in results.items():
             raw[target.key][contender.key] = result
             rows.append(_row(target, contender, result, raws))
-            print("  %s first success %s: done" % (target.key, contender.key), flush=True)
     report.add(
         "#### First success after a restart, in wait mode\n\n"
         "%d callers write back to back on a pool with cp_max=%d and "
@@ -354,7 +359,7 @@ def run(report: Report, settings: Settings, targets: Sequence[Target]) -> Any:
         "before it was refused) to the end of the pool's first "
         "successful call, median and worst over the restarts. *Raw "
         "client*: the same for the best any client could do, in %d "
-        "restarts of its own with no pool connected: a process with the "
+        "restarts of its own after the pools', with no pool connected: a process with the "
         "pool's driver and keywords but no pool that tries to connect, "
         "INSERT and COMMIT every millisecond; *pool − raw client*: the "
         "difference of the medians; *first connect*: the raw client's "
