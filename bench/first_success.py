@@ -338,15 +338,15 @@ def run(report: Report, settings: Settings, targets: Sequence[Target]) -> Any:
     raw: Dict[str, Any] = {}
     for target in targets:
         yield in_thread(_create_table, target)
-        results = {}
+        results = []
         for contender in (BEFORE, AFTER):
-            results[contender] = yield _series(settings, target, contender, restarts)
+            results.append((contender, (yield _series(settings, target, contender, restarts))))
             print("  %s first success %s: done" % (target.key, contender.key), flush=True)
         # After the pools: the raw client then restarts a server that has
         # seen as much (its table as large) as the pools' last restarts did.
         raws = yield _raw_series(settings, target, restarts)
         raw[target.key] = {"raw_client": raws}
-        for contender, result in results.items():
+        for contender, result in results:
             raw[target.key][contender.key] = result
             rows.append(_row(target, contender, result, raws))
     report.add(
