@@ -103,11 +103,12 @@ class Outage:
         for its news.  When a probe succeeds, waiting threads (and any
         that come meanwhile, if C{policy.waits}) connect only after the
         probe's head start (see L{HEAD_START_LIMIT}).  A waiting thread
-        tries again after the pause C{policy.retry_delay} gives for the attempt that failed (short if
-        the driver found the failure cheap for the server, see
-        L{failed_cheaply}; a backoff step if not), until
-        C{policy.deadline} passes or the pool closes.  Either way, one
-        attempt at a time is in flight once the database is known down.
+        tries again after the pause C{policy.retry_delay} gives for the
+        attempt that failed (short if the driver found the failure cheap
+        for the server, see L{failed_cheaply}; a backoff step if not),
+        until C{policy.deadline} passes or the pool closes.  Either way,
+        one attempt at a time is in flight once the database is known
+        down.
 
         @param policy: the pool's reconnect policy.
         @param open_connection: makes one attempt and returns the
