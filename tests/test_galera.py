@@ -15,6 +15,8 @@ from twisted.internet import defer
 from twisted.trial.unittest import TestCase
 
 from txreconnect import ReconnectingConnectionPool
+from txreconnect._resolve import TABLE, CommitMarkers
+from txreconnect.drivers import driver_for
 from txreconnect.testing import GaleraCluster, GaleraNode, require_driver
 from tests.support import warm
 from tests.test_clusters import _PerClass, _started
@@ -112,6 +114,37 @@ class _GaleraMixin(TestCase):
         stats = pool.stats()
         met = stats["disconnects"] + stats["wrong_server"] + stats["health_check_failures"]
         self.assertGreaterEqual(met, 2 * CP_MAX, stats)
+
+    def test_aThreadsMarkerFollowsItToAnotherNodeWithoutAConflict(self) -> None:
+        """
+        With commit resolution, every write transaction of a pool thread
+        updates the thread's marker row.  When the thread's connection
+        moves to another node (a failover), its first transaction there
+        must not fail certification (1213, a conflict its caller would
+        get) because that node had not yet applied the thread's last
+        commit on the other: the new connection's check of the row is a
+        causal read.  One thread's connection moves between two nodes
+        after every commit, fifty times, with no conflict; each
+        transaction writes five thousand rows, so that applying it on the
+        other node takes a while.
+        """
+        driver = driver_for(self.driver)
+        key = CommitMarkers().key(threading.get_ident())
+        connections = [self.driver.connect(**node.connect_kwargs(self.driver_name)) for node in self.cluster.nodes[:2]]
+        for connection in connections:
+            self.addCleanup(connection.close)
+        for number in range(1, 51):
+            connection = connections[number % 2]
+            # As a new connection: the pool prepares it, then the
+            # transaction writes and sets the marker.
+            driver.create_commit_marker(connection, TABLE, key)
+            cursor = connection.cursor()
+            cursor.execute("INSERT INTO items (id) SELECT %s * 5000 + seq FROM seq_1_to_5000", (number,))
+            driver.mark_commit(connection, TABLE, key, number)
+            connection.commit()
+            cursor.close()
+        out = self.cluster.nodes[2].admin_sql("SET SESSION wsrep_sync_wait = 1; SELECT COUNT(*) FROM txreconnect.items")
+        self.assertEqual(int(out.strip()), 50 * 5000)
 
     def pool_on(self, node: GaleraNode, **kwargs: Any) -> ReconnectingConnectionPool:
         options: Dict[str, Any] = dict(node.connect_kwargs(self.driver_name), cp_min=1, cp_max=1)

@@ -414,11 +414,27 @@ class MySQLProtocolDriver(Driver):
         every time: on Galera every DDL statement runs in total order
         across the cluster and aborts the transactions that touch the
         table, the other threads' markers among them.
+
+        On a Galera node the read is causal (C{wsrep_sync_wait=1}): it
+        returns once the node has applied every transaction that the
+        cluster ordered before it, the thread's last commit on another
+        node among them (the connection it replaces was there, before a
+        failover).  Otherwise the thread's next transaction could update
+        the row before this node has applied that commit, and fail
+        certification: error 1213, a conflict that its caller would get.
         """
         exists = ("SELECT 1 FROM %s WHERE id = %%s" % (table,), (key,))
         row = ("INSERT IGNORE INTO %s (id, n) VALUES (%%s, 0)" % (table,), (key,))
+        causal = self._galera(connection)
         try:
-            if not run_and_commit(connection, [exists]):
+            if causal:
+                run_and_commit(connection, [("SET SESSION wsrep_sync_wait = 1", ())])
+            try:
+                found = run_and_commit(connection, [exists])
+            finally:
+                if causal:
+                    run_and_commit(connection, [("SET SESSION wsrep_sync_wait = DEFAULT", ())])
+            if not found:
                 run_and_commit(connection, [row])
             return
         except self.errors as error:
