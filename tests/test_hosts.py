@@ -95,12 +95,13 @@ class MySQLHostSelectionTests(SynchronousTestCase):
     def test_singleHostIsPassedOnAsGiven(self) -> None:
         """
         One host and port reach C{connect()} unchanged, with no
-        read-only check.
+        read-only check and no other round trip (not even a rollback):
+        the new connection's first statement is the caller's.
         """
         driver = self.driver({("db", 3307): _Server(read_only=True)})
         conn = driver.connect((), {"host": "db", "port": 3307, "user": "app"})
         self.assertEqual(driver.module.calls, [{"host": "db", "port": 3307, "user": "app"}])
-        self.assertEqual(conn.executed, [])
+        self.assertEqual((conn.executed, conn.rollbacks), ([], 0))
 
     def test_hostsAreTriedInOrderUntilOneAnswers(self) -> None:
         """

@@ -552,6 +552,9 @@ class MySQLProtocolDriver(Driver):
         @return: why it will not do, or C{None} if it will.
         @raise Exception: the driver's error if the connection fails.
         """
+        if not (choice or writer):
+            # Nothing to ask (a single server, any role): no round trip.
+            return None
         why = None
         cursor = connection.cursor()
         try:
