@@ -22,6 +22,7 @@ from txreconnect import (
     WaitForDatabase,
     idempotent,
 )
+from txreconnect._outage import HEAD_START_LIMIT
 from txreconnect.testing import (
     FaultProxy,
     MariaDBServer,
@@ -188,42 +189,72 @@ class _OutageTestsMixin(TestCase):
         self.assertEqual(pool.stats()["state"], "up")
 
     @defer.inlineCallbacks
-    def test_waitForDatabaseGivesTheFirstConnectionAHeadStart(self) -> Any:
+    def head_start(self, call_seconds: float) -> Any:
         """
-        When the server is back, the probe that succeeded gets it to
-        itself for as long again as its connect took: the waiting threads
-        start their connects no earlier than that, and then every waiting
-        call succeeds.
+        Stop the server, queue L{CP_MAX} interactions that each sleep
+        C{call_seconds}, start the server again.
+
+        @return: (a Deferred firing with) the successful connection
+            attempts, in order, as C{(began, ended, thread)}, and the
+            calls, by thread, as C{(began, ended)} (C{time.monotonic}).
         """
         policy = WaitForDatabase(initial_delay=60, max_delay=60, fast_probe_interval=0.005, deadline=300)
         pool = self.make_pool(cp_policy=policy)
         yield warm(pool)
         yield self.in_thread(self.server.stop)
-        opens: List[tuple] = []  # (began, ended, succeeded)
+        opens: List[tuple] = []
+        calls: Dict[int, tuple] = {}
         real_open = pool._open
 
         def recorded() -> Any:
             began = time.monotonic()
-            try:
-                conn = real_open()
-            except BaseException:
-                opens.append((began, time.monotonic(), False))
-                raise
-            opens.append((began, time.monotonic(), True))
+            conn = real_open()
+            opens.append((began, time.monotonic(), threading.get_ident()))
             return conn
 
+        def call(txn: Any) -> Any:
+            began = time.monotonic()
+            txn.execute("SELECT 1")
+            rows = txn.fetchall()
+            time.sleep(call_seconds)
+            calls.setdefault(threading.get_ident(), (began, time.monotonic()))
+            return rows
+
         pool._open = recorded  # type: ignore[method-assign]
-        pending = [pool.runQuery("SELECT 1") for _ in range(CP_MAX)]
+        pending = [pool.runInteraction(call) for _ in range(CP_MAX)]
         yield self.in_thread(wait_until, lambda: pool.stats()["state"] == "probing", 60.0, "the outage known")
         yield self.in_thread(self.server.start)
         results = yield defer.gatherResults(pending)
         self.assertEqual([list(map(tuple, rows)) for rows in results], [[(1,)]] * CP_MAX)
-        succeeded = sorted(o for o in opens if o[2])
-        self.assertEqual(len(succeeded), CP_MAX, opens)
-        first_began, first_ended, _ = succeeded[0]
-        head_start = first_ended - first_began
-        for began, _, _ in succeeded[1:]:
-            self.assertGreaterEqual(began, first_ended + head_start, (succeeded, head_start))
+        self.assertEqual(len(opens), CP_MAX, opens)
+        return sorted(opens), calls
+
+    @defer.inlineCallbacks
+    def test_waitForDatabaseLetsTheProbesCallEndBeforeTheOthersConnect(self) -> Any:
+        """
+        When the server is back, the probe that succeeded gets it to
+        itself until the call its thread runs on that connection has
+        returned (here 50 ms, longer than its connect): the waiting
+        threads start their connects no earlier, and then every waiting
+        call succeeds.
+        """
+        opens, calls = yield self.head_start(0.05)
+        first = calls[opens[0][2]]
+        for began, _, _ in opens[1:]:
+            self.assertGreaterEqual(began, first[1], (opens, first))
+
+    @defer.inlineCallbacks
+    def test_waitForDatabaseHoldsTheOthersBackForAtMostTheHeadStartLimit(self) -> Any:
+        """
+        A probe's call that takes longer than L{HEAD_START_LIMIT} (here
+        2 s) holds the waiting threads back for that long only.
+        """
+        opens, calls = yield self.head_start(2.0)
+        probed = opens[0][1]
+        first = calls[opens[0][2]]
+        for began, _, _ in opens[1:]:
+            self.assertGreaterEqual(began, probed + HEAD_START_LIMIT, opens)
+            self.assertLess(began, first[1], (opens, first))
 
     @defer.inlineCallbacks
     def test_waitForDatabaseBacksOffAfterAFailedLogin(self) -> Any:

@@ -26,13 +26,16 @@ _T = TypeVar("_T")
 
 #: the longest head start, in seconds, that the probe's connection gets:
 #: once a probe succeeds, the threads that wait for the database connect
-#: only after as long again as that successful attempt took, at most
-#: this.  A server that has just started serves its first sessions
-#: slowly (caches to fill, a first backend to start); the probe's call,
-#: the first to succeed, then runs and returns alone instead of among
-#: every other thread's connects (on a machine with few cores, those
-#: delayed it by several milliseconds), and the server sees its
-#: connections come back in two steps rather than all at once.
+#: only once the call that the probe's thread runs on its new connection
+#: has returned (or failed), or this long after the probe succeeded,
+#: whichever comes first: a circuit breaker's half-open state, with one
+#: trial call.  A server that has just started serves its first sessions
+#: slowly (caches to fill, a first backend to start, the table to open);
+#: the first call then runs and returns alone instead of among every other
+#: thread's connects (on a machine with few cores, those delayed it by
+#: several milliseconds, and by tens of milliseconds when the call took
+#: longer than the probe's connect), and the server sees its connections
+#: come back in two steps rather than all at once.
 HEAD_START_LIMIT = 0.1
 
 UP = "up"
@@ -77,6 +80,7 @@ class Outage:
         self.errors = errors
         self._down_since: Optional[float] = None
         self._head_start_ends = 0.0
+        self._head_start_owner: Optional[int] = None
         self._last_error: Optional[BaseException] = None
 
     def close(self) -> None:
@@ -264,12 +268,32 @@ class Outage:
                 self._down_since = None
             if prober:
                 # The first connection to a database that is back gets it
-                # to itself for a while (see HEAD_START_LIMIT).
-                now = time.monotonic()
-                self._head_start_ends = now + min(now - began, HEAD_START_LIMIT)
+                # to itself until its first call ends (see HEAD_START_LIMIT
+                # and end_head_start).
+                self._head_start_ends = time.monotonic() + HEAD_START_LIMIT
+                self._head_start_owner = threading.get_ident()
             self.state = UP
             self.condition.notify_all()
         return conn
+
+    def holds_head_start(self) -> bool:
+        """
+        @return: whether the connection this thread just opened was the
+            probe that found the database back: the pool then calls
+            L{end_head_start} once its first call on it has ended.
+        """
+        return self._head_start_owner == threading.get_ident()
+
+    def end_head_start(self) -> None:
+        """
+        The probe's first call has ended (returned or failed): the threads
+        that wait for the database may connect now.
+        """
+        with self.condition:
+            if self._head_start_owner == threading.get_ident():
+                self._head_start_owner = None
+                self._head_start_ends = 0.0
+                self.condition.notify_all()
 
     def _give_up_probing(self) -> None:
         """

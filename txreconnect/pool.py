@@ -232,12 +232,15 @@ class _Birth:
     when it was last used.
     """
 
-    __slots__ = ("generation", "expires", "last_used", "socket")
+    __slots__ = ("generation", "expires", "last_used", "socket", "probe")
 
-    def __init__(self, generation: int, lifetime: Optional[float], socket: Optional[SocketId]) -> None:
+    def __init__(self, generation: int, lifetime: Optional[float], socket: Optional[SocketId], probe: bool = False) -> None:
         now = _monotonic()
         self.generation = generation
         self.socket = socket
+        # The probe that found the database back: its first call ends the
+        # head start (Outage.end_head_start).
+        self.probe = probe
         # Recycle ages get up to 10% jitter, so that connections opened
         # together are not all replaced at once.
         self.expires = math.inf if lifetime is None else now + lifetime * (1 - 0.1 * random.random())
@@ -733,8 +736,12 @@ class ReconnectingConnectionPool(adbapi.ConnectionPool):
             finally:
                 if watching:
                     watched.pop(tid, None)
-                if birth is not None and self.health_check is not None:
-                    birth.last_used = _monotonic()
+                if birth is not None:
+                    if self.health_check is not None:
+                        birth.last_used = _monotonic()
+                    if birth.probe:
+                        birth.probe = False
+                        self._outage.end_head_start()
 
     def _failed(
         self,
@@ -975,7 +982,9 @@ class ReconnectingConnectionPool(adbapi.ConnectionPool):
             self._discard(tid)
         conn = self._outage.open(self.policy, self._open)
         self.connections[tid] = conn
-        birth = self._births[tid] = _Birth(self._generation, self.max_lifetime, self._socket_id(conn))
+        birth = self._births[tid] = _Birth(
+            self._generation, self.max_lifetime, self._socket_id(conn), self._outage.holds_head_start()
+        )
         if birth.socket is not None and self.stall_timeout is not None:
             self._watchdog.start(self.stall_timeout)
         self._replacing.discard(tid)
