@@ -381,6 +381,24 @@ class _ServerFaultsMixin(SynchronousTestCase):
         self.assertEqual(self.server.port, port)
         self.assertEqual(self.query(self.connect()), 1)
 
+    def test_launchStartsAStoppedServerWithoutWaitingForIt(self) -> None:
+        """
+        C{launch()} starts a stopped server's process and returns before
+        checking that it answers, so that clients can meet it as it comes
+        up; C{wait_started()} waits until it does.  Neither is for a
+        server that never ran (C{start()} sets it up) or one that runs.
+        """
+        self.server.stop()
+        self.server.launch()
+        self.assertTrue(self.server.running)
+        self.assertRaises(RuntimeError, self.server.launch)
+        self.server.wait_started()
+        self.assertEqual(self.query(self.connect()), 1)
+        never = self.server_class()
+        self.addCleanup(never.destroy)
+        error = self.assertRaises(RuntimeError, never.launch)
+        self.assertIn("start()", str(error))
+
     def test_clientConnectionsCountsOpenConnections(self) -> None:
         """
         C{client_connections()} counts the clients, not the controller.

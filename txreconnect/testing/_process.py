@@ -370,6 +370,41 @@ class ThrowawayServer(Owned):
             os.mkdir(self.datadir, 0o700)
             self._run_as.chown(self.directory)
             self._initialise(self.datadir)
+        self._spawn()
+        self.wait_started()
+        if first:
+            self._bootstrap()
+        _log.info("{server!r} started", server=self)
+
+    def launch(self) -> None:
+        """
+        Start the process of a server that has run before (after L{stop}
+        or L{kill}) and return at once, without waiting for it to accept
+        connections; L{wait_started} waits.  For measuring how clients
+        meet a server as it comes up: L{start}'s own check that it
+        answers (a client process that asks C{SELECT 1}) would compete
+        with them for the processor just then.
+
+        @raise RuntimeError: it never ran (L{start} sets it up), or it
+            runs.
+        """
+        if self._directory is None or self.running:
+            raise RuntimeError("%r: launch() restarts a stopped server; use start() first" % (self,))
+        self._spawn()
+
+    def wait_started(self) -> None:
+        """
+        Wait until the server accepts connections and answers C{SELECT 1}.
+
+        @raise RuntimeError: it exited, or did not come up within
+            C{start_timeout}; the message has the end of its log.
+        """
+        self._wait_until(self._ready, self.start_timeout, "accept connections")
+
+    def _spawn(self) -> None:
+        """
+        Start the server's process, its output going to its log.
+        """
         log = open(self.logfile, "ab")
         try:
             self._process = subprocess.Popen(
@@ -386,10 +421,6 @@ class ThrowawayServer(Owned):
         finally:
             log.close()
         self._owned[0] = self._process
-        self._wait_until(self._ready, self.start_timeout, "accept connections")
-        if first:
-            self._bootstrap()
-        _log.info("{server!r} started", server=self)
 
     def pids(self) -> List[int]:
         """
