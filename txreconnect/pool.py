@@ -232,15 +232,25 @@ class _Birth:
     when it was last used.
     """
 
-    __slots__ = ("generation", "expires", "last_used", "socket", "probe")
+    __slots__ = ("generation", "expires", "last_used", "socket", "probe", "track_use")
 
-    def __init__(self, generation: int, lifetime: Optional[float], socket: Optional[SocketId], probe: bool = False) -> None:
+    def __init__(
+        self,
+        generation: int,
+        lifetime: Optional[float],
+        socket: Optional[SocketId],
+        health_check: bool = False,
+        probe: bool = False,
+    ) -> None:
         now = _monotonic()
         self.generation = generation
         self.socket = socket
         # The probe that found the database back: its first call ends the
         # head start (Outage.end_head_start).
         self.probe = probe
+        # Whether the end of each call must be noted (ReconnectingConnectionPool._used):
+        # one attribute read on the path of every call.
+        self.track_use = health_check or probe
         # Recycle ages get up to 10% jitter, so that connections opened
         # together are not all replaced at once.
         self.expires = math.inf if lifetime is None else now + lifetime * (1 - 0.1 * random.random())
@@ -736,12 +746,21 @@ class ReconnectingConnectionPool(adbapi.ConnectionPool):
             finally:
                 if watching:
                     watched.pop(tid, None)
-                if birth is not None:
-                    if self.health_check is not None:
-                        birth.last_used = _monotonic()
-                    if birth.probe:
-                        birth.probe = False
-                        self._outage.end_head_start()
+                if birth is not None and birth.track_use:
+                    self._used(birth)
+
+    def _used(self, birth: _Birth) -> None:
+        """
+        A call on the connection of C{birth} has ended: note when, for
+        C{cp_health_check}, and end the head start if it was the probe's
+        first call.
+        """
+        if self.health_check is not None:
+            birth.last_used = _monotonic()
+        if birth.probe:
+            birth.probe = False
+            birth.track_use = self.health_check is not None
+            self._outage.end_head_start()
 
     def _failed(
         self,
@@ -983,7 +1002,11 @@ class ReconnectingConnectionPool(adbapi.ConnectionPool):
         conn = self._outage.open(self.policy, self._open)
         self.connections[tid] = conn
         birth = self._births[tid] = _Birth(
-            self._generation, self.max_lifetime, self._socket_id(conn), self._outage.holds_head_start()
+            self._generation,
+            self.max_lifetime,
+            self._socket_id(conn),
+            self.health_check is not None,
+            self._outage.holds_head_start(),
         )
         if birth.socket is not None and self.stall_timeout is not None:
             self._watchdog.start(self.stall_timeout)
