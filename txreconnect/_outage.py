@@ -238,7 +238,6 @@ class Outage:
             L{_give_up_probing} or tries again).
         @raise Exception: the driver's error if the attempt failed.
         """
-        began = time.monotonic()
         try:
             conn = open_connection()
         except self.errors as error:
