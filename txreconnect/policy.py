@@ -131,9 +131,10 @@ class WaitForDatabase(ReconnectPolicy):
     One thread at a time probes the database; the others wait for its
     news, so a down database sees one attempt per delay, not one per
     thread.  When a probe succeeds, its call gets the database to itself
-    until it returns (at most 0.1 s); then the waiting threads connect.  Waiting happens in the pool thread and
-    ends at once when the pool is closed (or the reactor stops), with
-    L{DisconnectionError <txreconnect.DisconnectionError>}.
+    until it returns (at most 0.1 s); then the waiting threads connect.
+    Waiting happens in the pool thread and ends at once when the pool is
+    closed (or the reactor stops), with L{DisconnectionError
+    <txreconnect.DisconnectionError>}.
     """
 
     waits = True
