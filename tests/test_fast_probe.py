@@ -85,16 +85,52 @@ class RetryDelayTests(SynchronousTestCase):
             self.assertEqual(pause, 0.5)
         self.assertEqual(asked, [0, 1, 2, 3])
 
+    def test_thePauseAfterACheapFailureGrowsWithTheOutageUpToMaxDelay(self) -> None:
+        """
+        After a cheap failure, L{WaitForDatabase} pauses the larger of
+        C{fast_probe_interval} and C{fast_probe_ratio} of the time the
+        database has been down, never more than C{max_delay}; the backoff
+        does not move.  A costly failure's pause does not depend on it.
+        """
+        policy = WaitForDatabase(initial_delay=0.1, max_delay=2, fast_probe_interval=0.001, fast_probe_ratio=0.01)
+        for down_for, pause in [(0.0, 0.001), (0.05, 0.001), (0.5, 0.005), (10, 0.1), (150, 1.5), (3600, 2.0)]:
+            got, steps = policy.retry_delay(4, True, down_for)
+            self.assertAlmostEqual(got, pause, msg=down_for)
+            self.assertEqual(steps, 4)
+        for _ in range(50):
+            pause, steps = policy.retry_delay(0, False, 3600)
+            self.assertTrue(0 <= pause <= 0.1, pause)
+            self.assertEqual(steps, 1)
+        fixed = WaitForDatabase(fast_probe_interval=0.005, fast_probe_ratio=0)
+        self.assertEqual(fixed.retry_delay(0, True, 3600), (0.005, 0))
+
+    def test_aPolicyOfOnesOwnIgnoresHowLongTheDatabaseHasBeenDown(self) -> None:
+        """
+        L{ReconnectPolicy.retry_delay} pauses C{fast_probe_interval} after
+        a cheap failure, however long the outage.
+        """
+
+        class Mine(ReconnectPolicy):
+            waits = True
+            fast_probe_interval = 0.002
+
+        self.assertEqual(Mine().retry_delay(0, True, 3600), (0.002, 0))
+
     def test_defaultsAndRepr(self) -> None:
         policy = WaitForDatabase()
-        self.assertEqual(policy.fast_probe_interval, 0.005)
-        self.assertIn("fast_probe_interval=0.005", repr(policy))
+        self.assertEqual((policy.fast_probe_interval, policy.fast_probe_ratio), (0.001, 0.001))
+        self.assertIn("fast_probe_interval=0.001, fast_probe_ratio=0.001", repr(policy))
         self.assertIsNone(FailFast().fast_probe_interval)
 
     def test_badFastProbeIntervalIsAConfigurationErrorNamingIt(self) -> None:
         for bad in (0, -0.005, "5ms", True, float("nan")):
             error = self.assertRaises(ConfigurationError, WaitForDatabase, fast_probe_interval=bad)
             self.assertIn("fast_probe_interval", str(error))
+
+    def test_badFastProbeRatioIsAConfigurationErrorNamingIt(self) -> None:
+        for bad in (-0.1, 1.5, "0.001", None, True, float("nan"), float("inf")):
+            error = self.assertRaises(ConfigurationError, WaitForDatabase, fast_probe_ratio=bad)
+            self.assertIn("fast_probe_ratio", str(error))
 
 
 # --- what a failed connect cost, per driver --------------------------------------
@@ -350,6 +386,31 @@ class OutagePacingTests(SynchronousTestCase):
         policy = _Recording(fast_probe_interval=0.001, deadline=60)
         outage.open(policy, connect)
         self.assertEqual((module.attempts, policy.asked), (6, [0, 1, 2]))
+
+    def test_theProberIsToldHowLongTheDatabaseHasBeenDown(self) -> None:
+        """
+        Each pause is asked for with the time since the outage's first
+        failed attempt, so it can grow with the outage.
+        """
+
+        class Told(WaitForDatabase):
+            def __init__(self) -> None:
+                super().__init__(fast_probe_interval=0.001, fast_probe_ratio=0, deadline=60)
+                self.told: List[float] = []
+
+            def retry_delay(self, steps: int, cheap: bool, down_for: float = 0.0) -> Tuple[float, int]:
+                self.told.append(down_for)
+                return super().retry_delay(steps, cheap, down_for)
+
+        outage, connect, module = self.outage([_cheap() for _ in range(30)])
+        policy = Told()
+        started = time.monotonic()
+        outage.open(policy, connect)
+        self.assertEqual(len(policy.told), 30)
+        self.assertEqual(policy.told, sorted(policy.told))
+        # 29 pauses of at least 1 ms each lie between the first answer and the last.
+        self.assertGreaterEqual(policy.told[-1] - policy.told[0], 0.029)
+        self.assertLessEqual(policy.told[-1], time.monotonic() - started)
 
     def test_withoutFastProbingEveryFailureBacksOff(self) -> None:
         outage, connect, module = self.outage([_cheap() for _ in range(4)])

@@ -189,14 +189,56 @@ class _OutageTestsMixin(TestCase):
         self.assertEqual(pool.stats()["state"], "up")
 
     @defer.inlineCallbacks
+    def test_waitForDatabaseProbesAStoppedServerLessOftenAsTheOutageLasts(self) -> Any:
+        """
+        The pause after each refused attempt is at least
+        C{fast_probe_ratio} (here a half) of the time the database has
+        been down so far: over 2 s, a few tens of attempts instead of the
+        thousands a fixed 1 ms would make.  The call still succeeds once
+        the server is back.
+        """
+        ratio = 0.5
+        policy = WaitForDatabase(
+            initial_delay=60, max_delay=60, fast_probe_interval=0.001, fast_probe_ratio=ratio, deadline=300
+        )
+        pool = self.make_pool(cp_policy=policy, cp_max=1)
+        yield warm(pool)
+        yield self.in_thread(self.server.stop)
+        attempts: List[tuple] = []
+        real_open = pool._open
+
+        def recorded() -> Any:
+            began = time.monotonic()
+            try:
+                return real_open()
+            finally:
+                attempts.append((began, time.monotonic()))
+
+        pool._open = recorded  # type: ignore[method-assign]
+        pending = pool.runQuery("SELECT 1")
+        yield self.in_thread(
+            wait_until, lambda: attempts and time.monotonic() - attempts[0][1] >= 2.0, 60.0, "a 2 s outage"
+        )
+        refused = list(attempts)
+        yield self.in_thread(self.server.start)
+        rows = yield pending
+        self.assertEqual(list(map(tuple, rows)), [(1,)])
+        self.assertLess(len(refused), 40, refused)
+        down_since = refused[0][1]
+        for (_, ended), (began, _) in zip(refused, refused[1:]):
+            self.assertGreaterEqual(began - ended, max(0.001, ratio * (ended - down_since)) - 0.002, refused)
+
+    @defer.inlineCallbacks
     def head_start(self, call_seconds: float) -> Any:
         """
         Stop the server, queue L{CP_MAX} interactions that each sleep
         C{call_seconds}, start the server again.
 
         @return: (a Deferred firing with) the successful connection
-            attempts, in order, as C{(began, ended, thread)}, and the
-            calls, by thread, as C{(began, ended)} (C{time.monotonic}).
+            attempts, in order, as C{(began, ended, thread)}, the calls,
+            by thread, as C{(began, ended)}, and when each call's result
+            reached its caller in the reactor, by thread
+            (C{time.monotonic}).
         """
         policy = WaitForDatabase(initial_delay=60, max_delay=60, fast_probe_interval=0.005, deadline=300)
         pool = self.make_pool(cp_policy=policy)
@@ -218,16 +260,22 @@ class _OutageTestsMixin(TestCase):
             rows = txn.fetchall()
             time.sleep(call_seconds)
             calls.setdefault(threading.get_ident(), (began, time.monotonic()))
-            return rows
+            return threading.get_ident(), rows
+
+        fired: Dict[int, float] = {}
+
+        def arrived(result: Any) -> Any:
+            fired.setdefault(result[0], time.monotonic())
+            return result[1]
 
         pool._open = recorded  # type: ignore[method-assign]
-        pending = [pool.runInteraction(call) for _ in range(CP_MAX)]
+        pending = [pool.runInteraction(call).addCallback(arrived) for _ in range(CP_MAX)]
         yield self.in_thread(wait_until, lambda: pool.stats()["state"] == "probing", 60.0, "the outage known")
         yield self.in_thread(self.server.start)
         results = yield defer.gatherResults(pending)
         self.assertEqual([list(map(tuple, rows)) for rows in results], [[(1,)]] * CP_MAX)
         self.assertEqual(len(opens), CP_MAX, opens)
-        return sorted(opens), calls
+        return sorted(opens), calls, fired
 
     @defer.inlineCallbacks
     def test_waitForDatabaseLetsTheProbesCallEndBeforeTheOthersConnect(self) -> Any:
@@ -238,10 +286,23 @@ class _OutageTestsMixin(TestCase):
         threads start their connects no earlier, and then every waiting
         call succeeds.
         """
-        opens, calls = yield self.head_start(0.05)
+        opens, calls, _ = yield self.head_start(0.05)
         first = calls[opens[0][2]]
         for began, _, _ in opens[1:]:
             self.assertGreaterEqual(began, first[1], (opens, first))
+
+    @defer.inlineCallbacks
+    def test_waitForDatabaseDeliversTheProbesResultBeforeTheOthersConnect(self) -> Any:
+        """
+        The head start lasts until the probe's first call has reached its
+        caller in the reactor, so the waiting threads' connects do not
+        compete with that result's way there: none of them starts before
+        the caller has it.
+        """
+        opens, _, fired = yield self.head_start(0.0)
+        delivered = fired[opens[0][2]]
+        for began, _, _ in opens[1:]:
+            self.assertGreaterEqual(began, delivered, (opens, delivered))
 
     @defer.inlineCallbacks
     def test_waitForDatabaseHoldsTheOthersBackForAtMostTheHeadStartLimit(self) -> Any:
@@ -249,7 +310,7 @@ class _OutageTestsMixin(TestCase):
         A probe's call that takes longer than L{HEAD_START_LIMIT} (here
         2 s) holds the waiting threads back for that long only.
         """
-        opens, calls = yield self.head_start(2.0)
+        opens, calls, _ = yield self.head_start(2.0)
         probed = opens[0][1]
         first = calls[opens[0][2]]
         for began, _, _ in opens[1:]:

@@ -483,6 +483,13 @@ class ParseTests(SynchronousTestCase):
         self.assertRaises(
             ConfigurationError, parse_url, "postgresql://db?cp_policy=wait&cp_wait_fast_probe_interval=-1"
         )
+        policy = parse_url("postgresql://db?cp_policy=wait&cp_wait_fast_probe_ratio=0.01").pool_kwargs["cp_policy"]
+        self.assertEqual(policy.fast_probe_ratio, 0.01)
+        for bad in ("2", "-0.1", "x"):
+            error = self.assertRaises(
+                ConfigurationError, parse_url, "postgresql://db?cp_policy=wait&cp_wait_fast_probe_ratio=" + bad
+            )
+            self.assertIn("cp_wait_fast_probe_ratio", str(error))
 
     def test_emptyQueryPiecesAreIgnored(self) -> None:
         self.assertEqual(parse_url("sqlite://?&cp_max=2&&").pool_kwargs, {"cp_max": 2})

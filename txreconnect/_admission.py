@@ -117,9 +117,10 @@ class Gate:
             ticket.timer = self._pool._reactor.callLater(self.wait_timeout, self._expire, ticket, result)
 
         def done(success: bool, value: Any) -> None:
-            if ticket.dropped and not (not success and value.check(_Late)):
-                return
-            self._pool._reactor.callFromThread(self._fire, ticket, result, success, value)
+            if not ticket.dropped or (not success and value.check(_Late)):
+                self._pool._reactor.callFromThread(self._fire, ticket, result, success, value)
+            if self._pool._outage.ending is not None:
+                self._pool._hand_over()
 
         self._pool.threadpool.callInThreadWithCallback(done, self._start, ticket, function, args, kw)
         return result

@@ -18,6 +18,7 @@ __all__ = [
     "Converter",
     "at_least_one",
     "boolean",
+    "fraction",
     "integer",
     "number",
     "one_of",
@@ -106,6 +107,17 @@ def at_least_one(name: str, value: str) -> float:
     parsed = number(name, value)
     if parsed < 1:
         raise ConfigurationError("%s=%s is not a number >= 1" % (name, value))
+    return float(parsed)
+
+
+def fraction(name: str, value: str) -> float:
+    """
+    @return: C{value} as a number between 0 and 1.
+    @raise ConfigurationError: it is not.
+    """
+    parsed = number(name, value)
+    if not 0 <= parsed <= 1:
+        raise ConfigurationError("%s=%s is not a number between 0 and 1" % (name, value))
     return float(parsed)
 
 

@@ -81,6 +81,9 @@ class Outage:
         self._down_since: Optional[float] = None
         self._head_start_ends = 0.0
         self._head_start_owner: Optional[int] = None
+        #: the probe's thread once its first call has ended, until it has
+        #: handed that call's result to the reactor (see first_call_ended)
+        self.ending: Optional[int] = None
         self._last_error: Optional[BaseException] = None
 
     def close(self) -> None:
@@ -153,7 +156,9 @@ class Outage:
                             "could not connect to the database (%s); nothing was sent, so retrying the "
                             "call is safe" % (describe(error),)
                         ) from error
-                    pause, steps = policy.retry_delay(steps, failed_cheaply(error))
+                    since = self._down_since
+                    down_for = 0.0 if since is None else time.monotonic() - since
+                    pause, steps = policy.retry_delay(steps, failed_cheaply(error), down_for)
                 with self.condition:
                     self._check_open()
                     self._pause(pause, deadline, policy)
@@ -271,6 +276,7 @@ class Outage:
                 # and end_head_start).
                 self._head_start_ends = time.monotonic() + HEAD_START_LIMIT
                 self._head_start_owner = threading.get_ident()
+                self.ending = None
             self.state = UP
             self.condition.notify_all()
         return conn
@@ -279,17 +285,36 @@ class Outage:
         """
         @return: whether the connection this thread just opened was the
             probe that found the database back: the pool then calls
-            L{end_head_start} once its first call on it has ended.
+            L{first_call_ended} once its first call on it has ended.
         """
         return self._head_start_owner == threading.get_ident()
 
-    def end_head_start(self) -> None:
+    def first_call_ended(self) -> None:
         """
-        The probe's first call has ended (returned or failed): the threads
-        that wait for the database may connect now.
+        In the probe's thread: its first call on its new connection has
+        ended (returned or failed).  The head start ends once the call's
+        result is on its way to the reactor: the pool's dispatch then
+        sees L{ending} set to this thread and has the reactor call
+        L{end_head_start}, after the result.  So the waiting threads'
+        connects begin only after the first call's caller has its
+        result, instead of competing with its way to the reactor.
+        """
+        if self._head_start_owner == threading.get_ident():
+            self.ending = self._head_start_owner
+
+    def end_head_start(self, owner: int) -> None:
+        """
+        The probe's first call has ended and its result has reached the
+        reactor: the threads that wait for the database may connect now.
+
+        @param owner: the probe's thread (C{threading.get_ident()}); a
+            head start that has since ended, or belongs to a later
+            probe, is left alone.
         """
         with self.condition:
-            if self._head_start_owner == threading.get_ident():
+            if self.ending == owner:
+                self.ending = None
+            if self._head_start_owner == owner:
                 self._head_start_owner = None
                 self._head_start_ends = 0.0
                 self.condition.notify_all()

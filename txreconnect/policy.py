@@ -7,8 +7,9 @@ and the database may be down.
   - L{WaitForDatabase}, for scripts and workers: retry with exponential
     backoff and full jitter until the database is back (or a deadline);
     while the server only refuses outright (a failure that costs it
-    nothing), probe every few milliseconds instead, so that the first
-    call succeeds about one connect after the server is back.
+    nothing), probe every millisecond instead (less often as the outage
+    lasts), so that the first call succeeds about one connect after the
+    server is back.
 
 Policies are pure arithmetic: they answer how long to wait, and the
 pool's outage state (C{txreconnect._outage}) makes the attempts.
@@ -63,7 +64,7 @@ class ReconnectPolicy:
         """
         return 0.0
 
-    def retry_delay(self, steps: int, cheap: bool) -> Tuple[float, int]:
+    def retry_delay(self, steps: int, cheap: bool, down_for: float = 0.0) -> Tuple[float, int]:
         """
         The pause after a failed attempt, from what the attempt cost the
         server.
@@ -82,6 +83,9 @@ class ReconnectPolicy:
 
         @param steps: how many backoff steps this call took so far.
         @param cheap: whether the last attempt failed cheaply.
+        @param down_for: how long, in seconds, the database has been
+            unreachable (since the pool's first failed attempt of this
+            outage); unused here, see L{WaitForDatabase.retry_delay}.
         @return: how many seconds to wait before the next attempt, and how
             many backoff steps the call will have taken then.
         """
@@ -116,12 +120,17 @@ class WaitForDatabase(ReconnectPolicy):
 
       - I{cheap} failures (the server refused outright: nothing listens
         on its port or socket, or it is starting up or shutting down)
-        are retried every C{fast_probe_interval} seconds (5 ms): a
-        refused connect costs the server a reset packet, and the first
-        success comes about one connect after the server is back instead
-        of up to a whole backoff step later.  That is at most 200
-        attempts per second per pool against a stopped server, one at a
-        time;
+        are retried after C{fast_probe_interval} seconds (1 ms), or
+        C{fast_probe_ratio} (0.001) of how long the database has been
+        unreachable if that is longer (at most C{max_delay}): a refused
+        connect costs the server a reset packet, and the first success
+        comes about one connect after the server is back, instead of up
+        to a whole backoff step later.  A restart of a second is noticed
+        within about a millisecond, an outage of a minute within 60 ms;
+        a stopped server sees at most about 1,000 attempts per second
+        per pool in the first second, one at a time, 100 per second
+        after 10 s, 10 after 100 s (some 9,000 attempts in an hour,
+        where a fixed interval of 5 ms would make 720,000);
       - I{costly} failures (a failed login, too many connections, a
         timeout, an error the driver does not know) back off
         exponentially with full jitter: each delay is uniform between 0
@@ -145,7 +154,8 @@ class WaitForDatabase(ReconnectPolicy):
         factor: float = 2.0,
         max_delay: float = 5.0,
         deadline: Optional[float] = None,
-        fast_probe_interval: Optional[float] = 0.005,
+        fast_probe_interval: Optional[float] = 0.001,
+        fast_probe_ratio: float = 0.001,
     ) -> None:
         """
         @param initial_delay: the first delay's ceiling, in seconds.
@@ -153,11 +163,16 @@ class WaitForDatabase(ReconnectPolicy):
         @param max_delay: the largest ceiling, in seconds.
         @param deadline: how long one call may wait in all, in seconds;
             C{None} (the default) waits as long as it takes.
-        @param fast_probe_interval: the pause after a cheap failure, in
-            seconds (default 5 ms), or C{None} to back off after every
-            failure alike, as before this option existed.
-        @raise ConfigurationError: a value is not a positive number, or
-            C{factor} is below 1 (the message names the option).
+        @param fast_probe_interval: the shortest pause after a cheap
+            failure, in seconds (default 1 ms), or C{None} to back off
+            after every failure alike, as before this option existed.
+        @param fast_probe_ratio: how the pause after a cheap failure
+            grows with the outage: it is at least this fraction of the
+            time the database has been unreachable (default 0.001; 0: it
+            stays C{fast_probe_interval}), and at most C{max_delay}.
+        @raise ConfigurationError: a value is not a positive number,
+            C{factor} is below 1, or C{fast_probe_ratio} is not between 0
+            and 1 (the message names the option).
         """
         self.initial_delay = seconds("initial_delay", initial_delay)
         if isinstance(factor, bool) or not isinstance(factor, (int, float)) or not factor >= 1:
@@ -166,19 +181,47 @@ class WaitForDatabase(ReconnectPolicy):
         self.max_delay = seconds("max_delay", max_delay)
         self.deadline = optional_seconds("deadline", deadline)
         self.fast_probe_interval = optional_seconds("fast_probe_interval", fast_probe_interval)
+        if (
+            isinstance(fast_probe_ratio, bool)
+            or not isinstance(fast_probe_ratio, (int, float))
+            or not 0 <= fast_probe_ratio <= 1
+        ):
+            raise ConfigurationError(
+                "fast_probe_ratio must be a number between 0 and 1, not %r" % (fast_probe_ratio,)
+            )
+        self.fast_probe_ratio = float(fast_probe_ratio)
         # Twisted's own exponential ceiling; the full jitter is ours.
         self._ceiling = backoffPolicy(
             self.initial_delay, self.max_delay, self.factor, jitter=lambda: 0
         )
 
     def __repr__(self) -> str:
-        return "WaitForDatabase(initial_delay=%g, factor=%g, max_delay=%g, deadline=%r, fast_probe_interval=%r)" % (
-            self.initial_delay,
-            self.factor,
-            self.max_delay,
-            self.deadline,
-            self.fast_probe_interval,
+        return (
+            "WaitForDatabase(initial_delay=%g, factor=%g, max_delay=%g, deadline=%r, "
+            "fast_probe_interval=%r, fast_probe_ratio=%g)"
+            % (
+                self.initial_delay,
+                self.factor,
+                self.max_delay,
+                self.deadline,
+                self.fast_probe_interval,
+                self.fast_probe_ratio,
+            )
         )
+
+    def retry_delay(self, steps: int, cheap: bool, down_for: float = 0.0) -> Tuple[float, int]:
+        """
+        As L{ReconnectPolicy.retry_delay}, except that the pause after a
+        cheap failure grows with the outage: it is the larger of
+        C{fast_probe_interval} and C{fast_probe_ratio * down_for}, and no
+        more than C{max_delay}.  The longer a database has been down,
+        the less a millisecond of its return matters, and the less often
+        it is asked.
+        """
+        interval = self.fast_probe_interval
+        if cheap and interval is not None:
+            return max(interval, min(self.fast_probe_ratio * down_for, self.max_delay)), steps
+        return self.delay(steps), steps + 1
 
     def delay(self, failures: int) -> float:
         """

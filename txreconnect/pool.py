@@ -17,7 +17,7 @@ from time import monotonic as _monotonic
 from typing import Any, Callable, Dict, List, Mapping, Optional, Set, Tuple, Type, TypeVar
 
 from twisted.enterprise import adbapi
-from twisted.internet import defer, threads
+from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.python import reflect
 from twisted.python.threadpool import ThreadPool
@@ -682,7 +682,7 @@ class ReconnectingConnectionPool(adbapi.ConnectionPool):
         """
         gate = self._gate
         if gate is None:
-            return threads.deferToThreadPool(self._reactor, self.threadpool, self._runInteraction, interaction, *args, **kw)
+            return self._defer(self._runInteraction, interaction, *args, **kw)
         return gate.submit(self._runInteraction, interaction, *args, **kw)
 
     def runWithConnection(self, func: Callable[..., _T], *args: Any, **kw: Any) -> "defer.Deferred[_T]":
@@ -693,8 +693,29 @@ class ReconnectingConnectionPool(adbapi.ConnectionPool):
         """
         gate = self._gate
         if gate is None:
-            return threads.deferToThreadPool(self._reactor, self.threadpool, self._runWithConnection, func, *args, **kw)
+            return self._defer(self._runWithConnection, func, *args, **kw)
         return gate.submit(self._runWithConnection, func, *args, **kw)
+
+    def _defer(self, function: Callable[..., _T], *args: Any, **kw: Any) -> "defer.Deferred[_T]":
+        """
+        C{threads.deferToThreadPool} on the pool's reactor and threads,
+        and, once a call's result is queued for the reactor, the end of a
+        probe's head start if that call was its first (L{_hand_over}).
+        """
+        d: "defer.Deferred[_T]" = defer.Deferred()
+        call = self._reactor.callFromThread
+        outage = self._outage
+
+        def onResult(success: bool, result: Any) -> None:
+            if success:
+                call(d.callback, result)
+            else:
+                call(d.errback, result)
+            if outage.ending is not None:
+                self._hand_over()
+
+        self.threadpool.callInThreadWithCallback(onResult, function, *args, **kw)
+        return d
 
     # --- the run loop (pool threads) -----------------------------------------
 
@@ -760,7 +781,19 @@ class ReconnectingConnectionPool(adbapi.ConnectionPool):
         if birth.probe:
             birth.probe = False
             birth.track_use = self.health_check is not None
-            self._outage.end_head_start()
+            self._outage.first_call_ended()
+
+    def _hand_over(self) -> None:
+        """
+        In a pool thread, right after it queued its call's result for the
+        reactor, while L{Outage.ending} is set: if this thread's call was
+        the probe's first, end the head start in the reactor, so after
+        the result.
+        """
+        tid = _get_ident()
+        outage = self._outage
+        if outage.ending == tid:
+            self._reactor.callFromThread(outage.end_head_start, tid)
 
     def _failed(
         self,

@@ -64,7 +64,8 @@ C{cp_follow_writer} and C{cp_resolve_commits}; text for C{cp_name} and C{cp_good
 C{cp_policy=fail_fast} or C{cp_policy=wait} picks the reconnect policy,
 and C{cp_wait_initial_delay}, C{cp_wait_factor}, C{cp_wait_max_delay},
 C{cp_wait_deadline} and C{cp_wait_fast_probe_interval} (seconds, or
-C{none}) tune L{WaitForDatabase}.
+C{none}) and C{cp_wait_fast_probe_ratio} (a number between 0 and 1) tune
+L{WaitForDatabase}.
 
 Every other parameter goes to the driver's C{connect()}: as text for
 psycopg2 and psycopg 3 (libpq takes text), converted to a number or a
@@ -132,6 +133,7 @@ _WAIT_OPTIONS: Dict[str, Tuple[str, _convert.Converter]] = {
     "cp_wait_max_delay": ("max_delay", _convert.seconds()),
     "cp_wait_deadline": ("deadline", _convert.seconds(allow_none=True)),
     "cp_wait_fast_probe_interval": ("fast_probe_interval", _convert.seconds(allow_none=True)),
+    "cp_wait_fast_probe_ratio": ("fast_probe_ratio", _convert.fraction),
 }
 
 
