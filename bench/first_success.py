@@ -4,12 +4,13 @@ server accepts connections again does the first call succeed?
 
 For each database, a pool with C{WaitForDatabase} under load (callers
 writing back to back) meets a series of restarts.  The moment the server
-accepts connections again is measured outside the pool and outside this
-process: a probe process connects every millisecond (PyMySQL with
-C{ssl_disabled=True}, so that its own connect is quick), and the start
-of its first attempt that succeeded after the stop is the moment (the
-attempt before it was refused about a millisecond earlier); that
-attempt's handshake is not counted.  Against it:
+accepts connections again is read off the wire, outside the pool and
+outside this process, by L{ServerReady}: a process that opens a TCP
+connection every half millisecond and waits for the server's first
+answer (PostgreSQL: the start of the first connection it let through,
+the one before refused as starting up; MariaDB: its first greeting,
+since a connection made while mariadbd starts waits in the kernel's
+queue until it accepts).  Against it:
 
   - I{before}: C{WaitForDatabase(fast_probe_interval=None)} (backoff with
     full jitter after every failure) and a C{pool.dbapi} replaced by a
@@ -17,19 +18,22 @@ attempt's handshake is not counted.  Against it:
     connect, as before issue 14;
   - I{after}: C{WaitForDatabase()} with its defaults.
 
-In restarts of its own after the pools', with no pool connected (the
-table as large as in the pools' last restarts), a L{RawClient} process
-(the pool's driver and keywords, no pool) tries to connect, INSERT and
-COMMIT every millisecond: the best any client could do on this server
-and machine, which a fresh server's first sessions slow down for
-everyone.  (Not beside the pool's restarts: on two cores, the pool's
-reconnecting threads and the raw client would slow each other's
-connects, each by whoever came first.)  The I{connect floor} is the
-median time of a plain successful connect made as each pool makes them
-(the same driver and keywords) on a warm server; the I{first connect}
-is the raw client's connect to the fresh server; and the connect
-attempts per second against the stopped server are the pool's own
-C{connect_attempts} between the stop and the start.
+In restarts of its own after the pools', with no pool connected while
+the server is down (a pool writes as the load does before each stop, and
+is closed right before it, so that the server stops with as much work in
+hand), a L{RawClient} process (the pool's driver and keywords, no pool)
+tries to connect, INSERT and COMMIT every millisecond: the best any
+client could do on this server and machine, which a fresh server's first
+sessions slow down for everyone.  (Not beside the pool's restarts: on two
+cores, the pool's reconnecting threads and the raw client would slow
+each other's connects, each by whoever came first.)  The I{connect
+floor} is the median time of a plain successful connect made as each
+pool makes them (the same driver and keywords) on a warm server; the
+I{first connect} is the raw client's connect to the fresh server; the
+I{listening before accepting} is how long MariaDB kept the connection
+that it greeted first in its queue; and the connect attempts per second
+against the stopped server are the pool's own C{connect_attempts}
+between the stop and the start.
 """
 
 from __future__ import annotations
@@ -55,10 +59,10 @@ from bench._common import (
     warm,
 )
 from bench._render import fmt_ms, markdown_table
-from bench.recovery import INSERT, TIMEOUT, _create_table, _probe, _reactor, _writer, load
+from bench.recovery import INSERT, TIMEOUT, _create_table, _reactor, _writer, load
 from txreconnect import ReconnectingConnectionPool, WaitForDatabase
 
-__all__ = ["RawClient", "run", "section"]
+__all__ = ["RawClient", "ServerReady", "run", "section"]
 
 #: a deadline, so that nothing in the benchmark can wait for ever
 _DEADLINE = 60
@@ -92,6 +96,151 @@ def _floor(pool: Any, n: int) -> float:
         times.append(clock() - started)
         conn.close()
     return quantile(times, 0.5)
+
+
+_READY = r"""
+import socket, struct, sys, time
+port, family, user, database, timeout = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4], float(sys.argv[5])
+startup = b""
+if family == "postgresql":
+    body = struct.pack("!I", 196608) + b"user\0" + user.encode() + b"\0database\0" + database.encode() + b"\0\0"
+    startup = struct.pack("!I", len(body) + 4) + body
+print("ready", flush=True)
+sys.stdin.readline()
+deadline = time.perf_counter() + timeout
+seen_down = False
+while time.perf_counter() < deadline:
+    s = socket.socket()
+    s.settimeout(5)
+    began = time.perf_counter()
+    try:
+        s.connect(("127.0.0.1", port))
+        if startup:
+            s.sendall(startup)
+        first = s.recv(1)
+    except OSError:
+        first = b""
+    answered = time.perf_counter()
+    s.close()
+    # PostgreSQL answers "E" (the database system is starting up or
+    # shutting down) until it accepts sessions, then "R" (authentication);
+    # MariaDB greets ("d", or its protocol version) only once it accepts.
+    if not first or first == b"E":
+        seen_down = True
+    elif seen_down:
+        print(repr(began), repr(answered))
+        sys.exit(0)
+    time.sleep(0.0005)
+sys.exit(1)
+"""
+
+
+class _Helper:
+    """
+    A process of the benchmark's (a script given to C{python -c}) that
+    starts, says it is ready, waits to be told to go, then prints its
+    answer and exits (non-zero if it has none).  Outside this process, so
+    that neither our GIL nor our reactor delays it.
+    """
+
+    def __init__(self, script: str, args: Sequence[str], label: str, timeout: float) -> None:
+        """
+        Start the process (it imports its modules, then waits for L{go}).
+
+        @param args: its arguments.
+        @param label: the target's, for errors.
+        @param timeout: how long it may take after L{go}.
+        """
+        self._timeout = timeout
+        self._label = label
+        self._process = subprocess.Popen(
+            [sys.executable, "-c", script, *args],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
+    def ready(self) -> "defer.Deferred[Any]":
+        """
+        @return: a Deferred that fires once the process waits for L{go}.
+        """
+        stdout = self._process.stdout
+        assert stdout is not None
+        return in_thread(stdout.readline)
+
+    def _go(self, failed: str) -> "defer.Deferred[str]":
+        """
+        Tell the process to go.
+
+        @param failed: the error's message if it has no answer, with
+            C{%s} for the target's label.
+        @return: a Deferred firing with what it printed.
+        """
+        process = self._process
+        assert process.stdin is not None
+        process.stdin.write("go\n")
+        process.stdin.flush()
+
+        def wait() -> str:
+            try:
+                out, err = process.communicate(timeout=self._timeout + 10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.communicate()
+                raise
+            if process.returncode != 0:
+                raise RuntimeError("%s: %s" % (failed % (self._label,), err[-2000:]))
+            return str(out)
+
+        return in_thread(wait)
+
+
+class ServerReady(_Helper):
+    """
+    A process that tells when a restarted server accepts connections
+    again, from the wire alone (no driver, no login): once told to
+    L{go}, it opens a TCP connection every half millisecond until the
+    server has refused (nothing listening, or PostgreSQL's "starting up")
+    and then answers as a server that accepts sessions: PostgreSQL's
+    authentication request, MariaDB's greeting.
+
+    The moment the server accepted is, for PostgreSQL, the start of that
+    connection (its postmaster accepts and starts a backend at once; the
+    attempt before was refused), and for MariaDB, the arrival of that
+    greeting: mariadbd listens before it is ready, and a connection made
+    meanwhile waits in the kernel's queue until it accepts it, then it is
+    greeted at once.  (Counting from the start of such a connection would
+    count the server's own startup, several to tens of milliseconds that
+    no client can win back, as the client's.)
+    """
+
+    def __init__(self, target: Target, timeout: float) -> None:
+        """
+        Start the process (it waits for L{go}).
+
+        @param timeout: how long it may try after L{go}.
+        """
+        server = target.server
+        assert server is not None
+        self._family = server.family
+        args = [str(server.port), server.family, server.user, server.database, str(timeout)]
+        super().__init__(_READY, args, target.label, timeout)
+
+    def go(self) -> "defer.Deferred[Dict[str, float]]":
+        """
+        Start watching (the server is being stopped).
+
+        @return: a Deferred firing with the L{clock} times C{accepted}
+            (the moment the server accepted, see above) and C{listening}
+            (the start of the connection it accepted).
+        """
+
+        def moments(out: str) -> Dict[str, float]:
+            began, answered = map(float, out.split())
+            return {"accepted": began if self._family == "postgresql" else answered, "listening": began}
+
+        return self._go("%s did not accept connections again in time").addCallback(moments)
 
 
 _RAW_CLIENT = r"""
@@ -134,14 +283,13 @@ sys.exit("no success in time; the last error: %r" % (error,))
 """
 
 
-class RawClient:
+class RawClient(_Helper):
     """
     The best any client could do: a process with the pool's driver and
     keywords but no pool that, once told to L{go} (the server stopped),
     connects every millisecond until the server has refused once, then
     until a connect, the pool's INSERT and a COMMIT all succeed (a
-    failure anywhere: again 1 ms later).  Outside this process, so that
-    neither our GIL nor our reactor delays it.
+    failure anywhere: again 1 ms later).
     """
 
     def __init__(self, target: Target, connkw: Dict[str, Any], run: str, timeout: float) -> None:
@@ -152,23 +300,8 @@ class RawClient:
         @param run: the C{run} column of its row.
         @param timeout: how long it may try after L{go}.
         """
-        self._timeout = timeout
-        self._process = subprocess.Popen(
-            [sys.executable, "-c", _RAW_CLIENT, target.driver, str(timeout), repr(connkw), "0.001", target.sql(INSERT), run],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        self._label = target.label
-
-    def ready(self) -> "defer.Deferred[Any]":
-        """
-        @return: a Deferred that fires once the process waits for L{go}.
-        """
-        stdout = self._process.stdout
-        assert stdout is not None
-        return in_thread(stdout.readline)
+        args = [target.driver, str(timeout), repr(connkw), "0.001", target.sql(INSERT), run]
+        super().__init__(_RAW_CLIENT, args, target.label, timeout)
 
     def go(self) -> "defer.Deferred[Dict[str, float]]":
         """
@@ -179,31 +312,7 @@ class RawClient:
             (C{began}, C{session}, C{inserted}, C{done}) and the attempts
             made.
         """
-        process = self._process
-        assert process.stdin is not None
-        process.stdin.write("go\n")
-        process.stdin.flush()
-
-        def wait() -> Dict[str, float]:
-            try:
-                out, err = process.communicate(timeout=self._timeout + 10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.communicate()
-                raise
-            if process.returncode != 0:
-                raise RuntimeError("the raw client on %s never succeeded: %s" % (self._label, err[-2000:]))
-            return dict(json.loads(out))
-
-        return in_thread(wait)
-
-
-def _quick_probe_kwargs(target: Target) -> Dict[str, Any]:
-    """
-    @return: keywords that make the probe's own connect quick (it only
-        tells when the server accepts sessions).
-    """
-    return {"ssl_disabled": True} if target.driver == "pymysql" else {}
+        return self._go("the raw client on %s never succeeded").addCallback(lambda out: dict(json.loads(out)))
 
 
 @defer.inlineCallbacks
@@ -224,6 +333,7 @@ def _series(settings: Settings, target: Target, contender: Contender, restarts: 
         pool.dbapi = CountingDBAPI(pool.dbapi)
     firsts: List[float] = []
     rates: List[float] = []
+    queued: List[float] = []
     try:
         yield warm(pool)
         floor = yield in_thread(_floor, pool, 3 if settings.smoke else _FLOOR_CONNECTS)
@@ -232,7 +342,9 @@ def _series(settings: Settings, target: Target, contender: Contender, restarts: 
         running = load(pool, _writer(target), run, settings.callers, until, records)
         for _ in range(restarts):
             yield sleep(settings.load_before)
-            accepting = _probe(target, TIMEOUT / 2, _quick_probe_kwargs(target), 0.001, attempt_start=True)
+            ready = ServerReady(target, TIMEOUT / 2)
+            yield ready.ready()
+            accepting = ready.go()
             yield in_thread(server.stop)
             down_at = clock()
             # Calls that end from now on are appended after this: the
@@ -248,7 +360,9 @@ def _series(settings: Settings, target: Target, contender: Contender, restarts: 
             # client process spawned from this one) would compete with the
             # pool just as it reconnects; that check comes after.
             server.launch()
-            back_at = yield accepting
+            moments = yield accepting
+            back_at = moments["accepted"]
+            queued.append(back_at - moments["listening"])
             # Wait for the pool's first success (the load's records are
             # read when it ends: a shared list, appended in the reactor).
             deadline = clock() + TIMEOUT
@@ -266,6 +380,7 @@ def _series(settings: Settings, target: Target, contender: Contender, restarts: 
     return {
         "firsts": firsts,
         "rates": rates,
+        "queued": queued,
         "floor": floor,
         "calls": len(records),
         "failed": sum(1 for r in records if not r[2]),
@@ -276,34 +391,40 @@ def _series(settings: Settings, target: Target, contender: Contender, restarts: 
 @defer.inlineCallbacks
 def _raw_series(settings: Settings, target: Target, restarts: int) -> Any:
     """
-    A L{RawClient} through C{restarts} restarts, with no pool connected.
+    A L{RawClient} through C{restarts} restarts, with no pool connected
+    while the server is down: before each, a pool writes as the pools'
+    load does (so the server stops with as much work in hand as in the
+    pools' restarts, which its startup then pays for) and is closed
+    right before the stop.
 
     @return: per restart, the raw client's session, INSERT and COMMIT
         (C{session}, C{inserted}, C{done}), in seconds after the server
-        accepted connections again.
+        accepted connections again (see L{ServerReady}).
     """
     server = target.server
     assert server is not None
-    # The keywords a pool connects with (its defaults added), then no pool.
-    pool: Any = make_pool(AFTER, target, settings.recovery_cp_max)
-    connkw = dict(pool.connkw)
-    pool.close()
     raws: List[Dict[str, float]] = []
     for i in range(restarts):
-        accepting = _probe(target, TIMEOUT / 2, _quick_probe_kwargs(target), 0.001, attempt_start=True)
+        pool: Any = make_pool(AFTER, target, settings.recovery_cp_max)
+        # The keywords a pool connects with (its defaults added).
+        connkw = dict(pool.connkw)
         client = RawClient(target, connkw, "%s-raw-%d" % (target.key, i), TIMEOUT / 2)
+        ready = ServerReady(target, TIMEOUT / 2)
         yield client.ready()
+        yield ready.ready()
+        yield warm(pool)
+        until = [clock() + settings.load_before]
+        yield load(pool, _writer(target), "%s-raw-load-%d" % (target.key, i), settings.callers, until)
+        pool.close()
+        accepting = ready.go()
         yield in_thread(server.stop)
         raw_done = client.go()
         yield sleep(settings.outage)
         server.launch()
-        probed = yield accepting
+        moments = yield accepting
         raw = yield raw_done
         yield in_thread(server.wait_started)
-        # The server accepts from the earliest start of a connect attempt
-        # that succeeded (the probe's or the raw client's).
-        back_at = min(probed, raw["began"])
-        raws.append({key: raw[key] - back_at for key in ("session", "inserted", "done")})
+        raws.append({key: raw[key] - moments["accepted"] for key in ("session", "inserted", "done")})
         yield sleep(settings.load_after)
     return raws
 
@@ -330,6 +451,7 @@ def _row(target: Target, contender: Contender, result: Dict[str, Any], raws: Lis
         ms(raw, 1),
         fmt_ms(quantile(firsts, 0.5) - quantile(raw, 0.5)) if firsts and raw else "—",
         ms(first_connect, 0.5),
+        ms(result["queued"], 0.5) if any(result["queued"]) else "—",
         fmt_ms(result["floor"]),
         fmt_ms(quantile(firsts, 0.5) - result["floor"]) if firsts else "—",
         fmt_ms(quantile(firsts, 1) - result["floor"]) if firsts else "—",
@@ -364,16 +486,23 @@ def run(report: Report, settings: Settings, targets: Sequence[Target]) -> Any:
         "%d callers write back to back on a pool with cp_max=%d and "
         "`WaitForDatabase`; the server restarts %d times (down %g s each "
         "time). *First success*: from the moment the server accepts "
-        "connections again (the start of the first connect attempt that "
-        "succeeded, of a process that tries every millisecond; the one "
-        "before it was refused) to the end of the pool's first "
-        "successful call, median and worst over the restarts. *Raw "
-        "client*: the same for the best any client could do, in %d "
-        "restarts of its own after the pools', with no pool connected: a process with the "
-        "pool's driver and keywords but no pool that tries to connect, "
-        "INSERT and COMMIT every millisecond; *pool − raw client*: the "
-        "difference of the medians; *first connect*: the raw client's "
-        "connect to the fresh server (median). *Connect floor*: the "
+        "connections again (read off the wire by a process that opens a "
+        "TCP connection every 0.5 ms: for PostgreSQL the start of the "
+        "first connection it let through, the one before refused as "
+        "starting up; for MariaDB the arrival of its first greeting) to "
+        "the end of the pool's first successful call, median and worst "
+        "over the restarts. *Raw client*: the same for the best any "
+        "client could do, in %d restarts of its own after the pools', "
+        "with no pool connected while the server is down (a pool loads "
+        "the server as before the pools' restarts, and is closed right "
+        "before the stop): a process with the pool's driver and keywords "
+        "but no pool that tries to connect, INSERT and COMMIT every "
+        "millisecond; *pool − raw client*: the difference of the "
+        "medians; *first connect*: the raw client's connect to the fresh "
+        "server (median). *Listening before accepting*: how long MariaDB "
+        "held the connection it greeted first in its listen queue while "
+        "it started (median; counted as the server's, not the "
+        "client's). *Connect floor*: the "
         "median time of a plain successful connect made as the pool "
         "makes them, on a warm server. *Attempts/s*: the "
         "pool's connect attempts per second while the server was stopped "
@@ -390,6 +519,7 @@ def run(report: Report, settings: Settings, targets: Sequence[Target]) -> Any:
                 "worst",
                 "pool − raw client",
                 "first connect",
+                "listening before accepting",
                 "connect floor",
                 "median − floor",
                 "worst − floor",

@@ -194,7 +194,6 @@ pause = float(sys.argv[4])
 module = __import__(driver)
 seen_down = False
 while time.perf_counter() < deadline:
-    began = time.perf_counter()
     try:
         conn = module.connect(**kwargs)
     except Exception:
@@ -204,39 +203,25 @@ while time.perf_counter() < deadline:
     at = time.perf_counter()
     conn.close()
     if seen_down:
-        print(repr(at), repr(began))
+        print(repr(at))
         sys.exit(0)
     time.sleep(pause)
 sys.exit(1)
 """
 
 
-def _probe(
-    target: Target,
-    timeout: float,
-    extra: Optional[Dict[str, Any]] = None,
-    pause: float = 0.002,
-    attempt_start: bool = False,
-) -> "defer.Deferred[float]":
+def _probe(target: Target, timeout: float, pause: float = 0.002) -> "defer.Deferred[float]":
     """
     Start a process that connects (outside any pool, and outside this
     process, so that neither our GIL nor our reactor delays it) every
     C{pause} seconds (2 ms), waits for the server to refuse, then for it
     to accept again.
 
-    @param extra: more keywords for its C{connect()}.
-    @param attempt_start: fire with the time the successful attempt
-        began instead (the server's listener was up by then, and down
-        when the attempt before it began, C{pause} and a refusal
-        earlier): the moment the server accepts connections, without
-        the probe's own handshake.
-
     @return: a Deferred firing with the L{clock} time (CLOCK_MONOTONIC,
         the same in every process) of the first session accepted after
-        the server was seen down (or of the start of its attempt).
+        the server was seen down.
     """
     _, kwargs = target.connect_args()
-    kwargs.update(extra or {})
     process = subprocess.Popen(
         [sys.executable, "-c", _PROBE, target.driver, str(timeout), repr(kwargs), str(pause)],
         stdout=subprocess.PIPE,
@@ -253,8 +238,7 @@ def _probe(
             raise
         if process.returncode != 0:
             raise RuntimeError("%s did not accept connections again in time" % (target.label,))
-        session, began = out.split()
-        return float(began if attempt_start else session)
+        return float(out)
 
     return in_thread(wait)
 

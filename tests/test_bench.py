@@ -50,7 +50,7 @@ EXPECTED = {
         "#### Connect attempts with cp_max=",
         "| database | pool | attempts at the stop | attempts while down | per s | max per 50 ms | median gap | attempts once back | spread over | failed calls | errors callers got |",
         "#### First success after a restart, in wait mode",
-        "| database | pool | restarts with a success | first success: median | worst | raw client: median | worst | pool − raw client | first connect | connect floor | median − floor | worst − floor | attempts/s while stopped | failed calls |",
+        "| database | pool | restarts with a success | first success: median | worst | raw client: median | worst | pool − raw client | first connect | listening before accepting | connect floor | median − floor | worst − floor | attempts/s while stopped | failed calls |",
     ],
     "resources": [
         "#### Memory, descriptors, threads and sessions",
