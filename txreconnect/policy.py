@@ -140,7 +140,8 @@ class WaitForDatabase(ReconnectPolicy):
     One thread at a time probes the database; the others wait for its
     news, so a down database sees one attempt per delay, not one per
     thread.  When a probe succeeds, its call gets the database to itself
-    until it returns (at most 0.1 s); then the waiting threads connect.
+    until its result has reached its caller (at most 0.1 s); then the
+    waiting threads connect.
     Waiting happens in the pool thread and ends at once when the pool is
     closed (or the reactor stops), with L{DisconnectionError
     <txreconnect.DisconnectionError>}.
@@ -221,7 +222,7 @@ class WaitForDatabase(ReconnectPolicy):
         interval = self.fast_probe_interval
         if cheap and interval is not None:
             return max(interval, min(self.fast_probe_ratio * down_for, self.max_delay)), steps
-        return self.delay(steps), steps + 1
+        return super().retry_delay(steps, cheap, down_for)
 
     def delay(self, failures: int) -> float:
         """
