@@ -128,7 +128,11 @@ while time.perf_counter() < deadline:
     if not first or first == b"E":
         seen_down = True
     elif seen_down:
-        print(repr(began), repr(answered))
+        print(repr(began), repr(answered), flush=True)
+        # Quiet until the parent has read this: exiting now (the
+        # interpreter's teardown) would take CPU from the server and its
+        # first clients in the very milliseconds being measured.
+        sys.stdin.read()
         sys.exit(0)
     time.sleep(0.0005)
 sys.exit(1)
@@ -139,8 +143,9 @@ class _Helper:
     """
     A process of the benchmark's (a script given to C{python -c}) that
     starts, says it is ready, waits to be told to go, then prints its
-    answer and exits (non-zero if it has none).  Outside this process, so
-    that neither our GIL nor our reactor delays it.
+    answer and exits (non-zero if it has none), or waits for its input to
+    end before it exits.  Outside this process, so that neither our GIL
+    nor our reactor delays it.
     """
 
     def __init__(self, script: str, args: Sequence[str], label: str, timeout: float) -> None:
@@ -169,18 +174,25 @@ class _Helper:
         assert stdout is not None
         return in_thread(stdout.readline)
 
-    def _go(self, failed: str) -> "defer.Deferred[str]":
+    def _go(self) -> None:
         """
         Tell the process to go.
+        """
+        process = self._process
+        assert process.stdin is not None
+        process.stdin.write("go\n")
+        process.stdin.flush()
+
+    def _answer(self, failed: str) -> "defer.Deferred[str]":
+        """
+        Read the process's answer (ending its input, for a process that
+        waits for that before it exits), and wait for it to exit.
 
         @param failed: the error's message if it has no answer, with
             C{%s} for the target's label.
         @return: a Deferred firing with what it printed.
         """
         process = self._process
-        assert process.stdin is not None
-        process.stdin.write("go\n")
-        process.stdin.flush()
 
         def wait() -> str:
             try:
@@ -227,10 +239,17 @@ class ServerReady(_Helper):
         args = [str(server.port), server.family, server.user, server.database, str(timeout)]
         super().__init__(_READY, args, target.label, timeout)
 
-    def go(self) -> "defer.Deferred[Dict[str, float]]":
+    def go(self) -> None:
         """
-        Start watching (the server is being stopped).
+        Start watching (the server is being stopped).  Its answer waits,
+        and the process stays quiet, until L{moments} asks for it: read
+        at once, it would wake a thread of this process, and the process's
+        exit would take a core, just as the server's first clients connect.
+        """
+        self._go()
 
+    def moments(self) -> "defer.Deferred[Dict[str, float]]":
+        """
         @return: a Deferred firing with the L{clock} times C{accepted}
             (the moment the server accepted, see above) and C{listening}
             (the start of the connection it accepted).
@@ -240,7 +259,7 @@ class ServerReady(_Helper):
             began, answered = map(float, out.split())
             return {"accepted": began if self._family == "postgresql" else answered, "listening": began}
 
-        return self._go("%s did not accept connections again in time").addCallback(moments)
+        return self._answer("%s did not accept connections again in time").addCallback(moments)
 
 
 _RAW_CLIENT = r"""
@@ -312,7 +331,8 @@ class RawClient(_Helper):
             (C{began}, C{session}, C{inserted}, C{done}) and the attempts
             made.
         """
-        return self._go("the raw client on %s never succeeded").addCallback(lambda out: dict(json.loads(out)))
+        self._go()
+        return self._answer("the raw client on %s never succeeded").addCallback(lambda out: dict(json.loads(out)))
 
 
 @defer.inlineCallbacks
@@ -344,7 +364,7 @@ def _series(settings: Settings, target: Target, contender: Contender, restarts: 
             yield sleep(settings.load_before)
             ready = ServerReady(target, TIMEOUT / 2)
             yield ready.ready()
-            accepting = ready.go()
+            ready.go()
             yield in_thread(server.stop)
             down_at = clock()
             # Calls that end from now on are appended after this: the
@@ -360,14 +380,15 @@ def _series(settings: Settings, target: Target, contender: Contender, restarts: 
             # client process spawned from this one) would compete with the
             # pool just as it reconnects; that check comes after.
             server.launch()
-            moments = yield accepting
-            back_at = moments["accepted"]
-            queued.append(back_at - moments["listening"])
             # Wait for the pool's first success (the load's records are
-            # read when it ends: a shared list, appended in the reactor).
+            # read when it ends: a shared list, appended in the reactor),
+            # then for the moment the server accepted (see go).
             deadline = clock() + TIMEOUT
             while clock() < deadline and not any(r[2] and r[1] > down_at for r in records[since:]):
                 yield sleep(0.01)
+            moments = yield ready.moments()
+            back_at = moments["accepted"]
+            queued.append(back_at - moments["listening"])
             ok = sorted(r[1] for r in records[since:] if r[2] and r[1] > down_at)
             if ok:
                 firsts.append(ok[0] - back_at)
@@ -416,13 +437,13 @@ def _raw_series(settings: Settings, target: Target, restarts: int) -> Any:
         until = [clock() + settings.load_before]
         yield load(pool, _writer(target), "%s-raw-load-%d" % (target.key, i), settings.callers, until)
         pool.close()
-        accepting = ready.go()
+        ready.go()
         yield in_thread(server.stop)
         raw_done = client.go()
         yield sleep(settings.outage)
         server.launch()
-        moments = yield accepting
         raw = yield raw_done
+        moments = yield ready.moments()
         yield in_thread(server.wait_started)
         raws.append({key: raw[key] - moments["accepted"] for key in ("session", "inserted", "done")})
         yield sleep(settings.load_after)
