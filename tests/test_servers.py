@@ -500,7 +500,6 @@ class PostgresServerTests(_ServerFaultsMixin):
         self.assertIs(server._directory, None)
         self.assertFalse(server.running)
 
-
     def test_nothingWaitsForTheDisk(self) -> None:
         """
         A throwaway server is fast rather than durable: it never syncs to
